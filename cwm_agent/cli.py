@@ -1,0 +1,302 @@
+"""The `cwm-agent` command line. Thin: parse flags, build settings, call the modules, show results."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cwm_agent import __version__
+from cwm_agent.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="cwm-agent",
+    help="A bash-only coding agent for Meta FAIR's Code World Model (CWM).\n\n"
+    "Start with `cwm-agent doctor`, then `cwm-agent solve --repo PATH --issue TEXT`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+sandbox_app = typer.Typer(help="Build and manage the sandbox image.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+class UsageProblem(Exception):
+    """Bad input from the user: one line with the fix, exit 2."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"cwm-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _state["debug"] = debug
+
+
+def settings_from(**flags) -> Settings:
+    return load_settings(flags)
+
+
+def read_issue(issue: str) -> str:
+    """`--issue` is the text itself or a path to a file holding it."""
+    candidate = Path(issue).expanduser()
+    looks_like_path = "\n" not in issue and len(issue) < 4096 and (
+        candidate.suffix in (".md", ".txt", ".rst") or "/" in issue)
+    try:
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageProblem(f"cannot read the issue file {issue}: {exc.strerror}; check its permissions") from None
+    if looks_like_path and " " not in issue:
+        raise UsageProblem(f"issue file {issue} does not exist; pass the issue text itself or an existing file")
+    if not issue.strip():
+        raise UsageProblem("the issue is empty; pass --issue TEXT or --issue FILE")
+    return issue
+
+
+def resolve_inputs(repo: Optional[Path], issue: Optional[str], task: Optional[str], workdir: Path):
+    """Return (repo directory, issue text, label) from --repo/--issue or a bundled --task."""
+    if task:
+        from cwm_agent import tasks as tasks_mod
+        from cwm_agent.paths import TASKS_DIR
+
+        name = tasks_mod.DEMO_TASK if task == "demo" else task
+        source = Path(name) if Path(name).exists() else TASKS_DIR / name
+        if not source.exists():
+            raise UsageProblem(f"no task {task!r}; bundled tasks are in {TASKS_DIR} (or pass a task.json path)")
+        loaded = tasks_mod.load_tasks(source)
+        if len(loaded) != 1:
+            raise UsageProblem(f"{source} holds {len(loaded)} tasks; solve takes one (use `cwm-agent eval` for many)")
+        the_task = loaded[0]
+        checkout = workdir / "repo"
+        the_task.checkout(checkout)
+        return checkout, issue and read_issue(issue) or the_task.problem_statement, the_task.instance_id
+    repo = (repo or Path.cwd()).expanduser().resolve()
+    if not repo.is_dir():
+        raise UsageProblem(f"repository {repo} does not exist or is not a directory; pass --repo PATH")
+    if not issue:
+        raise UsageProblem("no issue given; pass --issue TEXT or --issue FILE (or --task demo)")
+    return repo, read_issue(issue), repo.name
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")[:40] or "run"
+
+
+@app.command()
+def solve(
+    repo: Optional[Path] = typer.Option(None, "--repo", help="Repository to work on (default: current directory). Never modified without --apply."),
+    issue: Optional[str] = typer.Option(None, "--issue", help="The issue: its text, or a path to a file holding it."),
+    task: Optional[str] = typer.Option(None, "--task", help="A bundled task id (or `demo`) or a task.json path instead of --repo/--issue."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm')."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (CWM's default 128)."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
+    wall_time: Optional[float] = typer.Option(None, "--wall-time", help="Stop after this many seconds (default: no limit)."),
+    bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new folder under ./cwm-runs/)."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the patch to --repo after showing it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object for scripts (implies --quiet)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the model's full reasoning."),
+) -> None:
+    """Solve one issue: run an episode in a sandbox copy of the repository and write a patch.
+
+    Writes patch.diff, trajectory.json and summary.md to --out. Exit code 0: a patch was
+    submitted and applies to the base; 1: the episode ended without one; 2: bad input or
+    broken infrastructure (no Docker, unreachable model, missing repo).
+
+    Example: `cwm-agent solve --repo ~/src/mylib --issue issue.md --base-url http://gpu-box:8000/v1`
+    """
+    from cwm_agent.solve import SolveRequest, run_solve
+
+    if format not in (None, "cwm", "chat"):
+        raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
+    if sandbox not in (None, "auto", "docker", "bwrap"):
+        raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
+    settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, image=image,
+                             sandbox=sandbox, max_turns=max_turns, command_timeout=command_timeout,
+                             memory=memory, wall_time=wall_time, tools="bash-only" if bash_only else None)
+    stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
+    out_dir = (out or Path("cwm-runs") / f"{stamp}-{_slug(task or (repo or Path.cwd()).resolve().name)}").resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"cannot create the output folder {out_dir}: {exc.strerror}; pass --out DIR") from None
+    repo_dir, issue_text, label = resolve_inputs(repo, issue, task, out_dir)
+    request = SolveRequest(repo=repo_dir, issue=issue_text, label=label, out=out_dir, settings=settings,
+                           apply=apply and not task, host_repo=repo_dir if not task else None)
+    code = run_solve(request, console=console, quiet=quiet or json_out, json_out=json_out, verbose=verbose)
+    raise typer.Exit(code)
+
+
+@app.command()
+def show(
+    trajectory: Path = typer.Argument(..., help="A trajectory.json (or the run folder holding one)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full reasoning and observations."),
+) -> None:
+    """Render a saved trajectory readably: each turn's reasoning, action and observation.
+
+    Example: `cwm-agent show cwm-runs/20261125-120000-mylib/`
+    """
+    from cwm_agent import trajectory as traj_mod
+    from cwm_agent.ui import render_trajectory
+
+    path = trajectory / "trajectory.json" if trajectory.is_dir() else trajectory
+    if not path.is_file():
+        raise UsageProblem(f"no trajectory at {path}; pass a trajectory.json or a run folder")
+    try:
+        data = traj_mod.load(path)
+    except (ValueError, OSError) as exc:
+        raise UsageProblem(f"cannot read {path}: {exc}") from None
+    render_trajectory(console, data, verbose=verbose)
+
+
+@app.command()
+def doctor(
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Model endpoint to check (ends in /v1)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on that endpoint."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto"),
+) -> None:
+    """Check Docker, the sandbox image, the model and packages; print the fix for what is missing.
+
+    Example: `cwm-agent doctor --base-url http://gpu-box:8000/v1`
+    """
+    from cwm_agent.doctor import run_checks
+
+    settings = settings_from(base_url=base_url, model=model, sandbox=sandbox)
+    table = Table(title=f"cwm-agent {__version__} doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail")
+    table.add_column("fix")
+    checks = run_checks(settings)
+    for check in checks:
+        mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+        table.add_row(check.name, mark, check.detail, f"[bold]{check.fix}[/]" if check.fix else "")
+    console.print(table)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        console.print(f"[red]{len(failed)} check(s) failed.[/] Run the commands in the fix column, then try again.")
+        raise typer.Exit(1)
+    console.print("[green]All green.[/]")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    method: str = typer.Option("auto", "--method", help="auto | dockerfile | offline (mmdebstrap, no registry)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the recipe has not changed."),
+) -> None:
+    """Build the base sandbox image (Debian bookworm with git, python3, pytest).
+
+    The tag carries the package version and a hash of the recipe, so it is rebuilt only when the recipe changes.
+
+    Example: `cwm-agent sandbox build`
+    """
+    from cwm_agent.sandbox import image
+
+    if method not in ("auto", "dockerfile", "offline"):
+        raise UsageProblem(f"--method must be auto, dockerfile or offline, not {method!r}")
+    client = docker_client()
+    with console.status("building the sandbox image") as status:
+        name = image.build_image(client, method=method, force=force,
+                                 progress=lambda msg: status.update(f"[dim]{msg[:100]}"))
+    console.print(f"[green]ready[/] {name} ({image.image_size_mb(client, name):.0f} MB)")
+
+
+@app.command()
+def cleanup() -> None:
+    """Remove containers left behind by killed runs (label `cwm-agent`).
+
+    Example: `cwm-agent cleanup`
+    """
+    from cwm_agent.sandbox.docker import cleanup_orphans
+
+    removed = cleanup_orphans(docker_client())
+    console.print(f"removed {removed} container(s)")
+
+
+def docker_client():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception:
+        raise UsageProblem("the Docker engine is not reachable; start it with: bash scripts/install-docker.sh") from None
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [UsageProblem, ConfigError]
+    try:
+        from cwm_agent.sandbox.base import SandboxError
+
+        errors.append(SandboxError)
+    except ImportError:
+        pass
+    try:
+        from cwm_agent.model import ModelError
+
+        errors.append(ModelError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: known errors become one line and exit 2, never a traceback."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except _known_errors() as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, unless --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} "
+                          "(run with --debug for the traceback, and please report it)", highlight=False)
+        sys.exit(3)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
