@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -155,6 +156,78 @@ def solve(
     raise typer.Exit(code)
 
 
+@app.command("eval")
+def eval_command(
+    tasks: Path = typer.Argument(..., help="Task set: a folder like tasks/, a .jsonl or a .json of SWE-bench rows."),
+    out: Path = typer.Option(Path("cwm-runs/eval"), "--out", help="Eval folder; re-running with the same folder resumes."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Episodes in parallel, each in its own container."),
+    attempts: int = typer.Option(1, "--attempts", help="Attempts per task (pass@k, best-of-k)."),
+    filter: Optional[str] = typer.Option(None, "--filter", help="Regex on instance ids."),
+    slice_: Optional[str] = typer.Option(None, "--slice", help="START:STOP over the filtered tasks."),
+    shuffle: Optional[int] = typer.Option(None, "--shuffle", help="Shuffle with this seed before slicing."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Re-run attempts that ended in an infrastructure error."),
+    rerun: bool = typer.Option(False, "--rerun", help="Re-run finished attempts too."),
+    no_grade: bool = typer.Option(False, "--no-grade", help="Only produce predictions; grade later with `cwm-agent grade`."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (default 128)."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
+    bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
+) -> None:
+    """Run many episodes over a task set, grade them as SWE-bench does, and report.
+
+    Resumable: a finished attempt is never re-run unless --rerun; infrastructure failures are
+    not counted against the agent and --retry-errors re-runs exactly those. Writes
+    predictions.jsonl (official format), results.jsonl, per-task trajectories and report.json.
+
+    Example: `cwm-agent eval tasks/ --workers 2 --base-url http://gpu:8000/v1 --out runs/bundled`
+    """
+    from cwm_agent import evaluate
+    from cwm_agent.solve import connect_model
+    from cwm_agent.tasks import load_tasks
+    from cwm_agent.ui import EvalView, report_table
+
+    if not tasks.exists():
+        raise UsageProblem(f"no task set at {tasks}; pass a folder like tasks/ or a .jsonl file")
+    settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
+                             command_timeout=command_timeout, tools="bash-only" if bash_only else None)
+    loaded = load_tasks(tasks)
+    opts = evaluate.EvalOptions(out=out, workers=workers, attempts=attempts, filter=filter, slice=slice_,
+                                shuffle=shuffle, retry_errors=retry_errors, rerun=rerun, grade=not no_grade)
+    client = connect_model(settings, console, quiet=False)
+    with EvalView(console) as view:
+        evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
+    console.print(report_table(evaluate.report(out)))
+    console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
+
+
+@app.command()
+def grade(
+    predictions: Path = typer.Argument(..., help="predictions.jsonl in SWE-bench's format."),
+    tasks: Path = typer.Argument(..., help="The task set the predictions are for."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Graders in parallel."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Grade predictions as SWE-bench does: apply the patch, run FAIL_TO_PASS and PASS_TO_PASS in a fresh container.
+
+    Example: `cwm-agent grade cwm-runs/eval/predictions.jsonl tasks/`
+    """
+    from cwm_agent import grade as grade_mod
+    from cwm_agent.tasks import load_tasks
+
+    for path in (predictions, tasks):
+        if not path.exists():
+            raise UsageProblem(f"{path} does not exist")
+    docker_client()
+    report = grade_mod.grade_report(predictions, load_tasks(tasks), workers=workers)
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        grade_mod.print_report(console, report)
+
+
 @app.command()
 def show(
     trajectory: Path = typer.Argument(..., help="A trajectory.json (or the run folder holding one)."),
@@ -262,8 +335,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         pass
     try:
         from cwm_agent.model import ModelError
+        from cwm_agent.sandbox.patch import PatchError
+        from cwm_agent.tasks import TaskError
 
-        errors.append(ModelError)
+        errors += [ModelError, PatchError, TaskError]
     except ImportError:
         pass
     return tuple(errors)
@@ -284,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     except _known_errors() as exc:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -293,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             traceback.print_exc()
         err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} "
-                          "(run with --debug for the traceback, and please report it)", highlight=False)
+                          "(run with --debug for the traceback, and please report it)", highlight=False, soft_wrap=True)
         sys.exit(3)
     sys.exit(result if isinstance(result, int) else 0)
 

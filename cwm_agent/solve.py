@@ -1,0 +1,159 @@
+"""One episode on one repository and issue: model + sandbox + agent, then the outputs on disk.
+
+Shared by `cwm-agent solve` and (later) the GitHub Action; it prints through the console
+it is given and returns the exit code (0 patch submitted and applies, 1 none, 2 infrastructure).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.syntax import Syntax
+
+from cwm_agent import protocol
+from cwm_agent.agent import Agent, EpisodeResult, Events, Exit, Limits
+from cwm_agent.config import Settings
+from cwm_agent.imagine import DreamSandbox, ImagineSpec
+from cwm_agent.imagine import build as build_imagination
+from cwm_agent.trajectory import Trajectory
+
+EXIT_OK, EXIT_NO_PATCH, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class SolveRequest:
+    repo: Path
+    issue: str
+    label: str
+    out: Path
+    settings: Settings
+    apply: bool = False
+    host_repo: Path | None = None  # where --apply writes; None: nowhere
+    imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox at all
+
+
+def connect_model(settings: Settings, console: Console, quiet: bool):
+    from cwm_agent import model as model_mod
+
+    if not settings.base_url:
+        from cwm_agent.local_model import NOTICE
+
+        if not quiet:
+            console.print(f"[yellow]{NOTICE}[/]")
+    return model_mod.connect(base_url=settings.base_url, model=settings.model, api_key=settings.api_key,
+                             format=settings.format, retries=settings.retries)
+
+
+def open_sandbox(settings: Settings, repo: Path, run_id: str):
+    from cwm_agent.sandbox.factory import open_sandbox as factory
+
+    return factory(settings.sandbox, image=settings.image, repo=repo, memory=settings.memory,
+                   pids=settings.pids, cpus=settings.cpus, command_timeout=settings.command_timeout,
+                   run_id=run_id)
+
+
+def _second_interrupt_forces() -> None:
+    """The first Ctrl-C stops cleanly (trajectory saved, container removed); a second one forces."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, _force)
+        raise KeyboardInterrupt
+
+    def _force(signum, frame):
+        import os
+
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_out: bool = False,
+              verbose: bool = False, events: Events | None = None) -> int:
+    from cwm_agent.sandbox import patch as patch_mod
+    from cwm_agent.ui import LiveView, final_panel
+
+    _second_interrupt_forces()
+    settings, run_id = req.settings, uuid.uuid4().hex[:12]
+    outputs = {"patch": req.out / "patch.diff", "trajectory": req.out / "trajectory.json",
+               "summary": req.out / "summary.md"}
+    model = connect_model(settings, console, quiet)
+    imagination = build_imagination(model, req.imagine)  # a chat-format model is refused here
+    dream = req.imagine.dream
+    tools = protocol.BASH_ONLY_TOOLS if settings.tools == "bash-only" else protocol.ALL_TOOLS
+    if events is None:
+        events = Events() if quiet else LiveView(console, verbose=verbose, max_turns=settings.max_turns)
+    sandbox_cm = DreamSandbox(command_timeout=settings.command_timeout) if dream else open_sandbox(settings, req.repo, run_id)
+    with sandbox_cm as sandbox:
+        trajectory = Trajectory(outputs["trajectory"], config=settings.public(),
+                                task={"label": req.label, "repo": str(req.repo), "issue": req.issue,
+                                      "run_id": run_id, "base_commit": getattr(sandbox, "base_commit", None),
+                                      "image": getattr(sandbox, "image", None)},
+                                model={"name": model.name, "format": model.format, "max_context": model.max_context})
+        if imagination:
+            trajectory.header["imagination"] = req.imagine.describe()
+        agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools,
+                      reasoning=settings.reasoning, trajectory=trajectory, events=events, imagination=imagination)
+        result = agent.run(req.issue)
+        patch = result.submission or ""
+        # A dream's patch was never applied anywhere: whether it applies is unknown (None).
+        applies = None if dream else bool(patch) and _applies(patch_mod, patch, sandbox)
+        try:
+            workspace = sandbox.diff()
+        except Exception:  # the sandbox may be gone after an infrastructure failure
+            workspace = None
+        trajectory.finish(patch=patch, patch_applies=applies, workspace_diff=workspace)
+    outputs["patch"].write_text(patch, encoding="utf-8")
+    outputs["summary"].write_text(summary_markdown(req, result, applies), encoding="utf-8")
+    stats = patch_mod.diffstat(patch) if patch and applies is not None else []
+    code = exit_code(result, True if dream else applies)  # a dream that submitted counts as done
+    if req.apply and patch and applies and req.host_repo:
+        if not quiet:
+            console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default"))
+        patch_mod.apply_to_repo(patch, req.host_repo)
+        if not quiet:
+            console.print(f"[green]applied to {req.host_repo}[/]")
+    if json_out:
+        print(json.dumps({"exit": result.exit.value, "detail": result.detail, "exit_code": code,
+                          "patch_applies": applies, "turns": result.turns, "tokens": result.tokens,
+                          "timings": result.timings, **{k: str(v) for k, v in outputs.items()},
+                          **({"imagination": imagination.summary(), "imagined": dream} if imagination else {})}))
+    elif quiet:
+        console.print(f"{result.exit.value}: {outputs['patch'] if patch else 'no patch'} "
+                      f"(trajectory {outputs['trajectory']})", highlight=False)
+    else:
+        console.print(final_panel(result, stats=stats, outputs=outputs, applies=applies, dream=dream,
+                                  imagination=imagination.summary() if imagination else None))
+    return code
+
+
+def _applies(patch_mod, patch: str, sandbox) -> bool:
+    try:
+        return bool(patch_mod.check_applies(patch, sandbox))
+    except Exception:  # a malformed patch or a dead sandbox: it does not apply
+        return False
+
+
+def exit_code(result: EpisodeResult, applies: bool) -> int:
+    if result.exit is Exit.SUBMITTED and applies:
+        return EXIT_OK
+    if result.exit.infrastructure:
+        return EXIT_INFRA
+    if result.exit is Exit.INTERRUPTED:
+        return EXIT_INTERRUPTED
+    return EXIT_NO_PATCH
+
+
+def summary_markdown(req: SolveRequest, result: EpisodeResult, applies: bool) -> str:
+    lines = [f"# cwm-agent: {req.label}", "", f"- exit: `{result.exit.value}` {result.detail}".rstrip(),
+             f"- turns: {result.turns}, tokens: {result.tokens:,}",
+             f"- patch: {'submitted' if result.submission else 'none'}"
+             + ("" if not result.submission else (", applies to the base" if applies else ", does NOT apply")), ""]
+    if req.imagine.dream:  # nothing ran, so nothing was checked
+        lines[-2:] = [f"- patch: {'imagined' if result.submission else 'none'} (dream: no sandbox; every "
+                      "observation was imagined by the model)", ""]
+    lines.append(result.summary or "_The model gave no final summary._")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,96 @@
+"""The record of an episode: everything sent, received and run, saved atomically after every turn.
+
+The file is JSON. Each step is serialised once, when it is added, and the file is
+re-assembled from those cached strings, so saving turn 100 costs what writing the
+bytes costs, not re-encoding 99 earlier turns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cwm_agent import __version__
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Step:
+    index: int  # 1-based turn number
+    prompt_delta: str  # text appended to the prompt since the previous request (whole prompt on turn 1)
+    completion: str  # the raw completion text, verbatim
+    finish_reason: str | None = None
+    cut_off: bool = False
+    action: dict[str, str] | None = None  # {"tool": ..., "body": ...}
+    format_error: str | None = None
+    observation: str | None = None  # the feedback given to the model (after truncation)
+    command_status: str | None = None  # ok | timeout | overflow | died
+    exit_code: int | None = None
+    submitted: bool = False
+    imagined: dict[str, Any] | None = None  # imagination: predicted observation and its scores
+    timings: dict[str, float] = field(default_factory=dict)  # model, command, overhead (seconds)
+    tokens: dict[str, int | None] = field(default_factory=dict)  # prompt, completion, context_used
+
+
+def versions() -> dict[str, str]:
+    found = {"cwm_agent": __version__, "python": platform.python_version()}
+    import importlib.metadata
+
+    for name in ("httpx", "docker", "transformers", "torch"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+class Trajectory:
+    def __init__(self, path: Path | None, *, config: dict[str, Any], task: dict[str, Any],
+                 model: dict[str, Any] | None = None):
+        self.path = path
+        self.header: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": versions(),
+            "config": config,
+            "model": model or {},
+            "task": task,
+        }
+        self.steps: list[Step] = []
+        self._step_json: list[str] = []
+        self.result: dict[str, Any] = {"exit": None}
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+        self._step_json.append(json.dumps(asdict(step), ensure_ascii=False))
+        self.save()
+
+    def finish(self, **result: Any) -> None:
+        self.result.update(result)
+        self.save()
+
+    def to_json(self) -> str:
+        head = json.dumps(self.header, ensure_ascii=False)[:-1]
+        tail = json.dumps(self.result, ensure_ascii=False)[1:]  # never empty: result always has "exit"
+        return f'{head}, "steps": [{", ".join(self._step_json)}], {tail}'
+
+    def save(self) -> None:
+        """Write to a temporary file, then rename: a crash leaves the previous complete file."""
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: trajectory format {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return data

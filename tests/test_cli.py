@@ -1,0 +1,105 @@
+"""The command line as users drive it: real subprocesses, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "cwm_agent.cli"]
+COMMANDS = ["solve", "show", "doctor", "sandbox", "cleanup"]
+
+
+def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", [["solve"], ["show"], ["doctor"], ["sandbox", "build"], ["cleanup"]])
+def test_each_command_help_has_an_example(command):
+    out = run(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "Example:" in out.stdout
+
+
+def assert_clean_failure(out, *needles: str):
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stdout + out.stderr
+    for needle in needles:
+        assert needle in out.stdout + out.stderr
+
+
+def test_missing_repo_is_one_line_and_exit_2(tmp_path):
+    out = run("solve", "--repo", str(tmp_path / "nope"), "--issue", "x", "--out", str(tmp_path / "o"))
+    assert_clean_failure(out, "does not exist", "--repo")
+
+
+def test_missing_issue_file_is_exit_2(tmp_path):
+    out = run("solve", "--repo", str(tmp_path), "--issue", "issues/missing.md", "--out", str(tmp_path / "o"))
+    assert_clean_failure(out, "issue file issues/missing.md does not exist")
+
+
+def test_unreadable_issue_file_is_exit_2(tmp_path):
+    if os.geteuid() == 0:  # root reads everything; a directory named like a file is unreadable as text
+        issue = tmp_path / "issue.md"
+        issue.mkdir()
+    else:
+        issue = tmp_path / "issue.md"
+        issue.write_text("x")
+        issue.chmod(0)
+    out = run("solve", "--repo", str(tmp_path), "--issue", str(issue), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_unreachable_endpoint_is_exit_2(tmp_path):
+    out = run("solve", "--repo", str(tmp_path), "--issue", "fix it", "--base-url", "http://127.0.0.1:9/v1",
+              "--out", str(tmp_path / "o"))
+    assert_clean_failure(out, "127.0.0.1:9")
+
+
+def test_no_docker_daemon_is_exit_2_with_the_fix(tmp_path):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    out = run("cleanup", env=env)
+    assert_clean_failure(out, "install-docker.sh")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    out = run("--debug", "cleanup", env=env)
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+def test_bad_format_flag_is_exit_2(tmp_path):
+    out = run("solve", "--repo", str(tmp_path), "--issue", "x", "--format", "xml")
+    assert_clean_failure(out, "--format must be cwm or chat")
+
+
+def test_doctor_names_the_fix_when_docker_is_down(tmp_path):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock", "COLUMNS": "250"}
+    out = run("doctor", env=env)
+    assert out.returncode == 1
+    assert "bash scripts/install-docker.sh" in out.stdout
+
+
+@pytest.mark.docker
+def test_doctor_is_all_green_after_setup(docker_client, sandbox_image):
+    out = run("doctor", env={"COLUMNS": "250"})
+    assert out.returncode == 0, out.stdout
+    assert "All green" in out.stdout
+
+
+@pytest.mark.docker
+def test_sandbox_build_is_cached_by_recipe(docker_client, sandbox_image):
+    out = run("sandbox", "build", env={"COLUMNS": "250"})
+    assert out.returncode == 0, out.stderr
+    assert sandbox_image in out.stdout and "MB" in out.stdout

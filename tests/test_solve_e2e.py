@@ -1,0 +1,218 @@
+"""Whole episodes through `cwm-agent solve`: real CLI process, real Docker, real HTTP.
+
+The model is the scripted server (the one stand-in); everything else is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cwm_agent import protocol
+from cwm_agent.tasks import DEMO_TASK, load_tasks
+from cwm_agent.paths import TASKS_DIR
+from cwm_agent.testing.scripted_server import Failure, Reply, ScriptedServer
+
+pytestmark = pytest.mark.docker
+CLI = [sys.executable, "-m", "cwm_agent.cli"]
+
+
+def think(reasoning: str, tool: str, body: str) -> str:
+    return f"{reasoning}\n</think>\n{protocol.render_action(protocol.Action(tool, body))}"
+
+
+def solve(server: ScriptedServer, out: Path, *args: str, timeout: float = 300, **popen):
+    cmd = [*CLI, "solve", "--base-url", server.base_url, "--out", str(out), "--json", "--command-timeout", "30", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def trajectory(out: Path) -> dict:
+    return json.loads((out / "trajectory.json").read_text())
+
+
+def containers(client, run_id: str | None = None) -> list:
+    labels = ["cwm-agent"] if run_id is None else [f"cwm-agent={run_id}"]
+    return client.containers.list(all=True, filters={"label": labels})
+
+
+DEMO_SCRIPT = [
+    think("Let me look at how slugify splits words.", "bash", "grep -n 'text = ' slugkit/core.py"),
+    think("Accents must be folded before splitting. Import unicodedata first.", "edit",
+          "slugkit/core.py\n<<<<<<< SEARCH\nimport re\nfrom typing import Iterable, Optional\n=======\n"
+          "import re\nimport unicodedata\nfrom typing import Iterable, Optional\n>>>>>>> REPLACE"),
+    think("Now normalise before the apostrophes are removed.", "edit",
+          'slugkit/core.py\n<<<<<<< SEARCH\n    text = _APOSTROPHES.sub("", text).lower()\n=======\n'
+          '    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")\n'
+          '    text = _APOSTROPHES.sub("", text).lower()\n>>>>>>> REPLACE'),
+    think("A regression test.", "create",
+          "tests/test_accents.py\nfrom slugkit import slugify\n\n\ndef test_accents():\n"
+          "    assert slugify(\"Crème Brûlée\") == \"creme-brulee\"\n"),
+    think("Run the tests.", "bash", "python3 -m pytest -q tests 2>&1 | tail -n 2"),
+    think("Write the patch.", "bash", "git diff > fix.patch && wc -l fix.patch"),
+    think("Submit it.", "submit", "fix.patch"),
+    "The patch is in.\n</think>\n## Issue Summary\n\nAccents split words.\n\n## Solution and Code Changes\n\n"
+    "Fold accents with NFKD before splitting.",
+]
+
+
+def test_demo_episode_produces_a_patch_that_passes_the_hidden_tests(tmp_path, docker_client, sandbox_image):
+    task = load_tasks(TASKS_DIR / DEMO_TASK)[0]
+    with ScriptedServer(DEMO_SCRIPT) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["exit"] == "submitted" and report["patch_applies"] is True
+    data = trajectory(tmp_path / "run")
+    steps = data["steps"]
+    assert [s["action"]["tool"] for s in steps[:-1]] == ["bash", "edit", "edit", "create", "bash", "bash", "submit"]
+    assert steps[1]["observation"].startswith("File slugkit/core.py has been successfully updated at line 5")
+    assert steps[3]["observation"] == "File created successfully at: tests/test_accents.py (6 lines)."
+    assert "passed" in steps[4]["observation"]
+    assert data["summary"].startswith("## Issue Summary")
+    # the prompt of turn 2 extends the prompt of turn 1 by exactly the completion and the new messages
+    requests = [body for path, body in server.generation_requests()]
+    assert requests[1]["prompt"].startswith(requests[0]["prompt"] + DEMO_SCRIPT[0])
+    assert all(r["add_special_tokens"] is False and r["stop_token_ids"] == [128001, 128008, 128009] for r in requests)
+    # the hidden tests pass with the produced patch, in a fresh container
+    patch = (tmp_path / "run" / "patch.diff").read_text()
+    assert "unicodedata" in patch
+    checkout = tmp_path / "fresh"
+    task.checkout(checkout)
+    for diff in (patch, task.test_patch):
+        subprocess.run(["git", "apply", "-"], input=diff, text=True, cwd=checkout, check=True)
+    container = docker_client.containers.run(
+        sandbox_image, ["python3", "-m", "pytest", "-q", *task.FAIL_TO_PASS, *task.PASS_TO_PASS],
+        working_dir="/testbed", volumes={str(checkout): {"bind": "/testbed", "mode": "rw"}},
+        network_mode="none", detach=True)
+    try:
+        status = container.wait(timeout=120)
+        assert status["StatusCode"] == 0, container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert containers(docker_client, data["task"]["run_id"]) == []
+
+
+def test_malformed_replies_get_the_spec_errors_then_the_episode_recovers(tmp_path, sandbox_image):
+    script = [
+        "I will just talk.\n</think>\nNo tool here.",
+        think("two", "bash", "ls") + "\n" + protocol.render_action(protocol.Action("bash", "pwd")),
+        think("unknown", "python", "print(1)"),
+        "no think end <tool: bash>\nls\n</tool>",
+        think("Fine.", "bash", "echo recovered"),
+        Reply("rambling on and on without end", finish_reason="length"),
+        think("Submit nothing real.", "bash", "echo 'not a diff' > p.txt"),
+        think("Try.", "submit", "p.txt"),
+    ]
+    with ScriptedServer(script) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "8")
+    assert result.returncode == 1, result.stderr
+    data = trajectory(tmp_path / "run")
+    steps = data["steps"]
+    assert steps[0]["format_error"] == "FormatError: No tool calls found"
+    assert steps[1]["format_error"] == ("FormatError: Expected one tool call, but found 2: bash, bash. "
+                                        "Ensure only one <tool:...></tool> block is present in the response.")
+    assert steps[2]["format_error"] == "NoSuchToolError: Tool 'python' not found."
+    assert steps[3]["format_error"] == "FormatError: Expected exactly one thinking end token, got 0"
+    assert steps[4]["observation"] == "recovered\n"
+    assert steps[5]["cut_off"] is True
+    assert steps[5]["format_error"] == "FormatError: Expected exactly one thinking end token, got 0"
+    assert steps[7]["observation"] == "Failed to submit p.txt. It is not a valid diff file."
+    assert data["exit"] == "turn_limit"
+    # the error went back to the model as a user message holding just that line
+    second_prompt = server.generation_requests()[1][1]["prompt"]
+    assert second_prompt.endswith(protocol.render_message("user", "FormatError: No tool calls found")
+                                  + protocol.generation_prompt())
+
+
+def test_consecutive_format_errors_end_the_episode(tmp_path, sandbox_image):
+    with ScriptedServer(["no tool\n</think>\nhello"] * 5) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["exit"] == "format_errors"
+    assert len(trajectory(tmp_path / "run")["steps"]) == 5
+
+
+def test_server_errors_are_retried_and_the_episode_continues(tmp_path, sandbox_image):
+    script = [Failure(500, "boom"), Failure(500, "boom again"), think("ok", "bash", "echo alive"),
+              think("stop", "bash", "echo two")]
+    with ScriptedServer(script) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "2")
+    assert result.returncode == 1, result.stderr
+    data = trajectory(tmp_path / "run")
+    assert data["exit"] == "turn_limit"
+    assert [s["observation"] for s in data["steps"]] == ["alive\n", "two\n"]
+    assert len(server.generation_requests()) == 4
+
+
+def test_unreachable_model_mid_episode_is_an_infrastructure_exit(tmp_path, sandbox_image):
+    script = [think("ok", "bash", "echo alive")] + [Failure(503, "down")] * 10
+    with ScriptedServer(script) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["exit"] == "model_error"
+
+
+def test_context_limit_ends_the_episode(tmp_path, sandbox_image):
+    script = [think("flood", "bash", "seq 1 3000")] + [think("more", "bash", "echo hi")] * 3
+    with ScriptedServer(script, max_model_len=4000) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
+    assert result.returncode == 1, result.stderr
+    data = trajectory(tmp_path / "run")
+    assert data["exit"] == "context_limit"
+    # the flood filled the window; no prompt longer than the window was ever sent
+    assert data["tokens"] > 4000
+    assert len(server.generation_requests()) == 1
+    assert len(data["steps"]) == 1 and data["steps"][0]["observation"].startswith("1\n2\n3\n")
+
+
+def test_server_side_context_error_is_a_context_limit(tmp_path, sandbox_image):
+    overflow = Failure(400, "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.")
+    with ScriptedServer([think("ok", "bash", "echo one"), overflow]) as server:
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["exit"] == "context_limit"
+    assert len(server.generation_requests()) == 2  # not retried
+
+
+def test_sigint_mid_command_saves_the_trajectory_and_leaves_no_container(tmp_path, docker_client, sandbox_image):
+    script = [think("ok", "bash", "echo first"), think("wait", "bash", "sleep 60")]
+    out = tmp_path / "run"
+    with ScriptedServer(script) as server:
+        proc = subprocess.Popen([*CLI, "solve", "--base-url", server.base_url, "--out", str(out), "--json",
+                                 "--task", DEMO_TASK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(server.generation_requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # the second command (sleep 60) is now running in the sandbox
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    data = trajectory(out)
+    assert data["exit"] == "interrupted"
+    assert data["steps"][0]["observation"] == "first\n"
+    assert containers(docker_client, data["task"]["run_id"]) == []
+
+
+def test_host_repo_is_untouched_without_apply_and_patched_with_it(tmp_path, sandbox_image):
+    task = load_tasks(TASKS_DIR / DEMO_TASK)[0]
+    repo = tmp_path / "repo"
+    task.checkout(repo)
+    before = (repo / "slugkit" / "core.py").read_text()
+    issue = tmp_path / "issue.md"
+    issue.write_text(task.problem_statement)
+    with ScriptedServer(DEMO_SCRIPT) as server:
+        result = solve(server, tmp_path / "a", "--repo", str(repo), "--issue", str(issue))
+    assert result.returncode == 0, result.stderr
+    assert (repo / "slugkit" / "core.py").read_text() == before
+    assert not (repo / "fix.patch").exists()
+    with ScriptedServer(DEMO_SCRIPT) as server:
+        result = solve(server, tmp_path / "b", "--repo", str(repo), "--issue", str(issue), "--apply")
+    assert result.returncode == 0, result.stderr
+    assert "unicodedata" in (repo / "slugkit" / "core.py").read_text()
