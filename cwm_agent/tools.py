@@ -1,0 +1,176 @@
+"""The model's tools: bash, edit, create, submit, each run in the sandbox's bash session.
+
+`execute(action, sandbox)` turns one parsed Action into the feedback string CWM
+was trained on. Everything runs through `sandbox.run`, the model's own
+persistent session, so relative paths resolve against the cwd the model `cd`-ed
+to, exactly as in CWM's scaffold:
+
+- bash: the body, verbatim.
+- edit / create: sandbox/edit.py and sandbox/create.py, run by the sandbox's
+  python3. The body never touches the shell: it travels base64-encoded in a
+  quoted here-document (base64 has no "_", the terminator does), so quotes,
+  `$(...)`, here-doc terminators, CRLF, NUL or a missing final newline all
+  arrive byte for byte. The scripts are installed on first use into
+  HELPER_DIR (named by their content hash, so a changed script is a new dir);
+  if the model deletes them, the next call notices and reinstalls.
+- submit: reads the patch file through the session (base64 again, so the
+  exact bytes come back) and checks it as CWM did.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import cache
+
+from cwm_agent import protocol
+from cwm_agent.paths import SANDBOX_DIR
+from cwm_agent.protocol import Action
+from cwm_agent.sandbox.base import CommandResult, Sandbox, SandboxError
+from cwm_agent.sandbox.patch import heredoc_b64
+
+HELPER_SCRIPTS = ("edit", "create")
+HELPER_ROOT = "/tmp/.cwm-agent"
+# Printed by the wrapper when a helper script is gone (the model may rm -rf /tmp/.cwm-agent).
+MISSING_MARKER = "__CWM_AGENT_HELPER_MISSING__"
+# Users can point the helpers at another interpreter, as CWM's PYPLUGIN_PYTHON_PATH did.
+PYTHON = '"${CWM_AGENT_PYTHON:-python3}"'
+
+
+@dataclass
+class ToolResult:
+    feedback: str  # the exact text that goes inside <output>
+    submitted_patch: str | None = None  # set only by a successful submit: the file's exact content
+    command: CommandResult | None = None  # the last session command this tool ran
+
+
+def execute(action: Action, sandbox: Sandbox, *, tools: Collection[str] = protocol.ALL_TOOLS) -> ToolResult:
+    """Run one tool call in the sandbox and return CWM's feedback for it.
+
+    `tools` is the enabled set (protocol.BASH_ONLY_TOOLS for the bash-only
+    variant). parse_action already refuses other names; this guards other callers.
+    Raises SandboxError only when the sandbox itself fails.
+    """
+    runner = _TOOLS.get(action.tool)
+    if runner is None or action.tool not in tools:
+        return ToolResult(protocol.FEEDBACK["no_such_tool"].format(tool=action.tool))
+    return runner(action.body, sandbox)
+
+
+def _bash(body: str, sandbox: Sandbox) -> ToolResult:
+    result = sandbox.run(body)
+    return ToolResult(result.feedback, command=result)
+
+
+# --- edit / create -------------------------------------------------------------------------
+
+@cache
+def _script(name: str) -> bytes:
+    return (SANDBOX_DIR / f"{name}.py").read_bytes()
+
+
+@cache
+def helper_dir() -> str:
+    """Where the helper scripts live in a sandbox: one dir per version of the scripts."""
+    digest = hashlib.sha256()
+    for name in HELPER_SCRIPTS:
+        digest.update(name.encode() + b"\0" + _script(name))
+    return f"{HELPER_ROOT}/{digest.hexdigest()[:12]}"
+
+
+def install_helpers(sandbox: Sandbox) -> str:
+    """Write edit.py and create.py into the sandbox through its session; return their dir.
+
+    Needs nothing from the sandbox but bash, base64 and a writable /tmp, so it
+    works the same on Docker, bubblewrap and any image. Each file is written
+    under a temporary name and renamed, so a half-written script never runs.
+    It runs in a subshell: the model's cwd, variables and options stay as they were.
+    """
+    lines = [f"( set -e; umask 022; mkdir -p {shlex.quote(helper_dir())}"]
+    for name in HELPER_SCRIPTS:
+        final = shlex.quote(f"{helper_dir()}/{name}.py")
+        lines.append(f"base64 -d >| {final}.tmp {heredoc_b64(_script(name))}mv -f {final}.tmp {final}")
+    result = sandbox.run("\n".join(lines) + " )")
+    if result.status != "ok" or result.exit_code != 0:
+        raise SandboxError(
+            f"could not install the edit/create helpers into {helper_dir()} in the sandbox "
+            f"({result.feedback.strip()[:300] or 'exit code ' + str(result.exit_code)}); the sandbox "
+            "needs bash, base64 and a writable /tmp. Run with --bash-only to do without them."
+        )
+    return helper_dir()
+
+
+def _plugin_command(name: str, body: str) -> str:
+    script = shlex.quote(f"{helper_dir()}/{name}.py")
+    # -I: ignore PYTHON* variables and user site-packages the model may have set up.
+    return (f"if [ -f {script} ]; then command {PYTHON} -I {script} "
+            f"{heredoc_b64(body.encode('utf-8', 'surrogateescape'))}"
+            f"else echo {MISSING_MARKER}; fi")
+
+
+def _plugin(name: str, body: str, sandbox: Sandbox) -> ToolResult:
+    result = sandbox.run(_plugin_command(name, body))
+    if result.status == "ok" and result.output.strip() == MISSING_MARKER:
+        install_helpers(sandbox)
+        result = sandbox.run(_plugin_command(name, body))
+    if result.status != "ok":
+        return ToolResult(result.feedback, command=result)
+    if result.exit_code == 127 and result.output.rstrip().endswith("not found"):
+        raise SandboxError(
+            f"the {name} tool needs python3 (3.5 or later) in the sandbox and found none "
+            f"({result.output.strip()[-200:]}); set CWM_AGENT_PYTHON in the sandbox to an "
+            "interpreter, or run with --bash-only"
+        )
+    # The script ends its feedback with one "\n" (print-style); the feedback itself has none.
+    return ToolResult(result.output.removesuffix("\n"), command=result)
+
+
+def _edit(body: str, sandbox: Sandbox) -> ToolResult:
+    return _plugin("edit", body, sandbox)
+
+
+def _create(body: str, sandbox: Sandbox) -> ToolResult:
+    return _plugin("create", body, sandbox)
+
+
+# --- submit --------------------------------------------------------------------------------
+
+def _shell_path(path: str) -> str:
+    """Quote a path for the shell, but expand a leading ~ as a shell would."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def _submit(body: str, sandbox: Sandbox) -> ToolResult:
+    """CWM's submit: the file must be readable, not blank, and start with "diff".
+
+    The path is relative to the session's cwd. The file comes back as base64
+    so the patch is exact (trailing newline and all): that is what
+    `submitted_patch` holds. The feedback shows it as CWM's session did, less
+    one trailing newline.
+    """
+    path = body.strip()
+    feedback = protocol.FEEDBACK
+    result = sandbox.run(f"base64 < {_shell_path(path)}")
+    if result.status != "ok" or result.exit_code != 0:
+        return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
+    try:
+        raw = base64.b64decode(result.output, validate=False)
+    except ValueError:
+        return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
+    content = raw.decode("utf-8", errors="replace")
+    if content.strip() == "":
+        return ToolResult(feedback["submit_empty"].format(path=path), command=result)
+    if not content.startswith("diff"):
+        return ToolResult(feedback["submit_not_diff"].format(path=path), command=result)
+    shown = feedback["submit_success"].format(patch=content.removesuffix("\n"))
+    return ToolResult(shown, submitted_patch=content, command=result)
+
+
+_TOOLS = {"bash": _bash, "edit": _edit, "create": _create, "submit": _submit}
