@@ -180,7 +180,7 @@ class Agent:
         produced = completion.completion_tokens or self.model.counter.count(completion.text)
         self.tokens_used += produced
         step.tokens = {"prompt": completion.prompt_tokens, "completion": produced}
-        if completion.cut_off and max_tokens < self.limits.turn_tokens:
+        if completion.cut_off and produced >= room:
             self._record(step, t0, model_s, 0.0)
             raise _End(Exit.CONTEXT_LIMIT, "the reply ran into the end of the context window")
 

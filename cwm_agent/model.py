@@ -475,6 +475,10 @@ def _stream_error(event: dict[str, Any]) -> ModelError:
     message = inner.get("message", json.dumps(inner)) if isinstance(inner, dict) else str(inner)
     if any(m in message.lower() for m in _CONTEXT_MARKERS):
         return ContextLengthExceeded(message)
+    code = inner.get("code") if isinstance(inner, dict) else None
+    if isinstance(code, int) and 400 <= code < 500 and code not in (408, 429):
+        # vLLM validates some requests only once streaming has begun: still the client's error.
+        return RequestRejected(f"the server rejected the request (code {code}): {message}", status=code)
     return StreamError(f"the server reported an error mid-stream: {message}")
 
 

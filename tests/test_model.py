@@ -271,6 +271,16 @@ def test_stream_error_event_is_retried_then_raised() -> None:
     assert "".join(seen) == "partial again "  # what was shown before each failure
 
 
+def test_request_rejected_inside_the_stream_is_not_retried() -> None:
+    # vLLM validates some fields (out-of-vocabulary stop ids) after the stream has begun.
+    script = [StreamFailure("", "stop_token_ids contains out-of-vocab token ids", status=400), "unused"]
+    with ScriptedServer(script) as server, cwm(server, retries=3) as client:
+        with pytest.raises(RequestRejected, match="out-of-vocab") as info:
+            client.complete(transcript(), max_tokens=5)
+        assert not info.value.retryable and info.value.attempts == 1
+        assert len(server.generation_requests()) == 1
+
+
 def test_stream_error_then_success() -> None:
     with ScriptedServer([StreamFailure("par", "boom"), "complete reply"]) as server, cwm(server) as client:
         assert client.complete(transcript(), max_tokens=5).text == "complete reply"

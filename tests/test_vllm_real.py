@@ -220,9 +220,6 @@ def test_a_prompt_longer_than_max_model_len_is_a_context_error(vllm, http):
             chat.complete(transcript, max_tokens=16)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model.py maps every in-stream error event to the retryable StreamError, "
-    "including vLLM's request validation errors (code 400) that arrive that way"))
 def test_cwm_stop_ids_outside_the_vocabulary_are_rejected_not_retried(vllm):
     # CWM's own stop ids do not exist in this small vocabulary: vLLM refuses the
     # request (inside the event stream when streaming). That is a client error;

@@ -62,6 +62,7 @@ class StreamFailure:
 
     after_text: str
     message: str
+    status: int = 500  # the error event's code (vLLM sends 400 for requests it rejects mid-stream)
 
 
 Entry = str | Reply | Failure | StreamFailure | Callable[[dict[str, Any]], Any]
@@ -427,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
                 last = i == len(pieces) - 1 and isinstance(entry, Reply)
                 self._event(text_chunk(piece, finish if last else None))
             if isinstance(entry, StreamFailure):
-                self._event({"error": error_body(500, entry.message, nested=True)["error"]})
+                self._event({"error": error_body(entry.status, entry.message, nested=True)["error"]})
             else:
                 if not pieces:
                     self._event(text_chunk("", finish))

@@ -1,0 +1,283 @@
+"""Batch runs over a task set: parallel episodes, graded, resumable, never losing a finished result.
+
+Layout of an eval folder:
+  results.jsonl            one line per finished attempt (appended; the source of truth for resuming)
+  predictions.jsonl        official SWE-bench predictions for attempt 1 (predictions-K.jsonl for attempt K)
+  instances/ID/attempt-K/  trajectory.json and log.txt of each attempt
+  report.json              the final report
+Infrastructure failures (model unreachable, sandbox broken) are recorded but never counted as the
+agent's failures; `--retry-errors` re-runs exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cwm_agent import protocol
+from cwm_agent.agent import Agent, Events, Exit, Limits
+from cwm_agent.config import Settings
+from cwm_agent.imagine import DreamSandbox, ImagineSpec, merge
+from cwm_agent.imagine import build as build_imagination
+from cwm_agent.tasks import Task
+from cwm_agent.trajectory import Trajectory
+
+
+@dataclass
+class EvalOptions:
+    out: Path
+    workers: int = 1
+    attempts: int = 1
+    filter: str | None = None  # regex on instance_id
+    slice: str | None = None  # "START:STOP" over the (filtered) list
+    shuffle: int | None = None  # seed
+    retry_errors: bool = False
+    rerun: bool = False  # run finished attempts again
+    grade: bool = True
+    imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox, no grading
+
+
+@dataclass
+class AttemptResult:
+    instance_id: str
+    attempt: int
+    exit: str
+    detail: str
+    infrastructure: bool
+    patch: str
+    resolved: bool | None  # None: not graded
+    grade_status: str | None
+    warnings: list[str]
+    turns: int
+    tokens: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    imagination: dict[str, Any] | None = None  # imagine.Imagination.summary() when --imagine was on
+
+
+def select(tasks: list[Task], opts: EvalOptions) -> list[Task]:
+    chosen = [t for t in tasks if not opts.filter or re.search(opts.filter, t.instance_id)]
+    if opts.shuffle is not None:
+        random.Random(opts.shuffle).shuffle(chosen)
+    if opts.slice:
+        start, _, stop = opts.slice.partition(":")
+        chosen = chosen[int(start) if start else None:int(stop) if stop else None]
+    return chosen
+
+
+def load_results(path: Path) -> dict[tuple[str, int], AttemptResult]:
+    """The latest record of each (instance, attempt); a torn last line from a crash is ignored."""
+    done: dict[tuple[str, int], AttemptResult] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = AttemptResult(**json.loads(line))
+            except (ValueError, TypeError):
+                continue
+            done[(row.instance_id, row.attempt)] = row
+    return done
+
+
+def plan(tasks: list[Task], done: dict[tuple[str, int], AttemptResult], opts: EvalOptions) -> list[tuple[Task, int]]:
+    todo = []
+    for task in tasks:
+        for attempt in range(1, opts.attempts + 1):
+            prior = done.get((task.instance_id, attempt))
+            if prior is None or opts.rerun or (opts.retry_errors and prior.infrastructure):
+                todo.append((task, attempt))
+    return todo
+
+
+class Recorder:
+    """Appends results and predictions as each attempt finishes (one lock, one line per write)."""
+
+    def __init__(self, out: Path, model_name: str):
+        self.out, self.model_name = out, model_name
+        self.lock = threading.Lock()
+
+    def record(self, result: AttemptResult) -> None:
+        with self.lock:
+            with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+            if not result.infrastructure:
+                name = "predictions.jsonl" if result.attempt == 1 else f"predictions-{result.attempt}.jsonl"
+                with (self.out / name).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"instance_id": result.instance_id, "model_patch": result.patch,
+                                         "model_name_or_path": self.model_name}, ensure_ascii=False) + "\n")
+
+
+class _TaskEvents(Events):
+    def __init__(self, on_turn: Callable[[int], None]):
+        self.on_turn = on_turn
+
+    def on_turn_start(self, turn: int, remaining_tokens: int) -> None:
+        self.on_turn(turn)
+
+
+def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
+                on_turn: Callable[[int], None], should_stop: Callable[[], bool], grade: bool,
+                imagine: ImagineSpec | None = None) -> AttemptResult:
+    from cwm_agent.solve import open_sandbox
+
+    folder = out / "instances" / task.instance_id / f"attempt-{attempt}"
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    tools = protocol.BASH_ONLY_TOOLS if settings.tools == "bash-only" else protocol.ALL_TOOLS
+    imagine = imagine or ImagineSpec()
+    imagination = build_imagination(model, imagine)
+    with tempfile.TemporaryDirectory(prefix="cwm-eval-") as tmp:
+        repo = None
+        if not task.image and not imagine.dream:
+            repo = Path(tmp) / "repo"
+            task.checkout(repo)
+        task_settings = Settings(**{**asdict(settings), "image": task.image or settings.image})
+        sandbox_cm = (DreamSandbox(command_timeout=settings.command_timeout) if imagine.dream
+                      else open_sandbox(task_settings, repo, f"eval-{task.instance_id}-{attempt}"))
+        with sandbox_cm as sandbox:
+            trajectory = Trajectory(folder / "trajectory.json", config=settings.public(),
+                                    task={"label": task.instance_id, "attempt": attempt, "issue": task.problem_statement,
+                                          "base_commit": task.base_commit, "image": task.image},
+                                    model={"name": model.name, "format": model.format})
+            if imagination:
+                trajectory.header["imagination"] = imagine.describe()
+            agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools,
+                          reasoning=settings.reasoning, trajectory=trajectory,
+                          events=_TaskEvents(on_turn), should_stop=should_stop, imagination=imagination)
+            episode = agent.run(task.problem_statement)
+    patch = episode.submission or ""
+    resolved = status = None
+    warnings: list[str] = []
+    if grade and not imagine.dream and not episode.exit.infrastructure and episode.exit is not Exit.INTERRUPTED:
+        from cwm_agent.grade import grade_task
+
+        verdict = grade_task(task, patch)
+        resolved, status, warnings = verdict.resolved, verdict.status, list(verdict.warnings)
+        (folder / "log.txt").write_text(verdict.log, encoding="utf-8")
+    return AttemptResult(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
+                         patch, resolved, status, warnings, episode.turns, episode.tokens,
+                         time.monotonic() - started, episode.timings,
+                         imagination.summary() if imagination else None)
+
+
+class Progress:
+    """What a progress display needs: totals and one row per running attempt."""
+
+    def __init__(self, total: int):
+        self.total, self.finished, self.resolved = total, 0, 0
+        self.running: dict[str, int] = {}  # "id#attempt" -> turn
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+
+
+def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
+             on_update: Callable[[Progress], None] = lambda _p: None) -> list[AttemptResult]:
+    """Run every planned attempt with `opts.workers` threads. Ctrl-C stops the workers between turns;
+    interrupted attempts are not recorded, so the next run picks them up."""
+    build_imagination(model, opts.imagine)  # refuse a chat-format model once, before any attempt
+    opts.out.mkdir(parents=True, exist_ok=True)
+    done = load_results(opts.out / "results.jsonl")
+    todo = plan(select(tasks, opts), done, opts)
+    recorder = Recorder(opts.out, model.name)
+    progress = Progress(len(todo))
+    stop = threading.Event()
+    results: list[AttemptResult] = []
+
+    def work(task: Task, attempt: int) -> AttemptResult | None:
+        key = f"{task.instance_id}#{attempt}"
+
+        def on_turn(turn: int) -> None:
+            with progress.lock:
+                progress.running[key] = turn
+            on_update(progress)
+
+        on_turn(0)
+        try:
+            result = run_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
+                                 should_stop=stop.is_set, grade=opts.grade, imagine=opts.imagine)
+        except Exception as exc:  # a broken task or sandbox must not stop the batch
+            result = AttemptResult(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
+                                   True, "", None, None, [], 0, 0, 0.0)
+        finally:
+            with progress.lock:
+                progress.running.pop(key, None)
+        if result.exit == Exit.INTERRUPTED.value:
+            return None
+        recorder.record(result)
+        with progress.lock:
+            progress.finished += 1
+            progress.resolved += bool(result.resolved)
+        on_update(progress)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="eval") as pool:
+        pending = {pool.submit(work, task, attempt) for task, attempt in todo}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                results += [r for f in finished if (r := f.result()) is not None]
+        except KeyboardInterrupt:
+            stop.set()
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            raise
+    return results
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a rate; sound at 0% and 100% and for small n."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def report(out: Path) -> dict[str, Any]:
+    """Summarise results.jsonl: the resolved rate over attempts the agent was responsible for."""
+    rows = list(load_results(out / "results.jsonl").values())
+    scored = [r for r in rows if not r.infrastructure]
+    resolved = sum(bool(r.resolved) for r in scored)
+    low, high = wilson_interval(resolved, len(scored))
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(values), "median": statistics.median(values)} if values else {}
+
+    data = {
+        "attempts": len(rows),
+        "scored": len(scored),
+        "infrastructure_errors": len(rows) - len(scored),
+        "resolved": resolved,
+        "resolved_rate": resolved / len(scored) if scored else 0.0,
+        "resolved_rate_ci95": [low, high],
+        "exits": dict(Counter(r.exit for r in rows)),
+        "turns": spread([r.turns for r in scored]),
+        "tokens": spread([r.tokens for r in scored]),
+        "seconds": spread([r.seconds for r in scored]),
+        "warnings": {r.instance_id: r.warnings for r in rows if r.warnings},
+        "instances": [{"instance_id": r.instance_id, "attempt": r.attempt, "exit": r.exit, "resolved": r.resolved,
+                       "turns": r.turns, "tokens": r.tokens, "seconds": round(r.seconds, 2)} for r in rows],
+    }
+    imagined = [r for r in rows if r.imagination]
+    if imagined:  # accuracy of the predicted observations, per task and over all of them
+        per_task: dict[str, list[dict[str, Any]]] = {}
+        for r in imagined:
+            per_task.setdefault(r.instance_id, []).append(r.imagination)
+        data["imagination"] = {"mode": imagined[0].imagination.get("mode"),
+                               "overall": merge([r.imagination for r in imagined]),
+                               "per_task": {k: merge(v) for k, v in sorted(per_task.items())}}
+    (out / "report.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return data

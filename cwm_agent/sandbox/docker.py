@@ -1,0 +1,731 @@
+"""DockerSandbox: one container per episode, one attached socket for every command.
+
+Life of a container:
+- created from the image with the keeper (session.KEEPER_SCRIPT) as its main
+  process under docker-init (`init=True`), stdin open, `network_mode="none"`,
+  memory / pids / cpus limits, labels `cwm-agent=<run id>`, the owner process
+  and the expiry time, and `auto_remove=True`;
+- the repository goes in with one `put_archive`, streamed while the tar is built
+  on the host (tracked and untracked files, .gitignore respected, plus .git) and
+  while the container starts;
+- we attach to the main process's stdin/stdout (no `docker exec` per command),
+  start it, and run the start-up script (git identity, starting-state commit,
+  the history scrub of cwm-interface.md section 7) as the session's first command.
+
+How it ends: `close()` removes it. If the agent dies, even by SIGKILL, the
+kernel closes our socket, Docker closes the keeper's stdin (stdin-once), the
+keeper exits and `auto_remove` deletes the container. A command still running
+then (an endless loop) cannot hold it: the keeper exits anyway after its
+time-to-live (`ttl_seconds`), and `cleanup_orphans` removes what is left by
+runs whose process is gone.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import queue
+import re
+import select
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from cwm_agent.sandbox.base import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_REPO_ROOT,
+    CommandResult,
+    DockerUnavailable,
+    SandboxError,
+)
+from cwm_agent.sandbox.session import (
+    DEFAULT_TTL,
+    Session,
+    SessionBroken,
+    keeper_argv,
+    quote,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL = "cwm-agent"  # value: the run id
+OWNER_LABEL = "cwm-agent.owner"  # host:pid:process start time of the agent
+EXPIRES_LABEL = "cwm-agent.expires"  # unix time after which the keeper has exited
+FIX_ENGINE = "start the Docker engine (scripts/install-docker.sh installs and starts it), or use --sandbox bwrap"
+SETUP_TIMEOUT = 600.0
+GIT_IDENTITY = ("cwm-agent", "cwm-agent@localhost")
+BASE_MESSAGE = "cwm-agent: starting state"
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+def docker_client(timeout: int = 120) -> Any:
+    """A docker-py client whose engine answers, or DockerUnavailable saying how to fix it."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - docker is a dependency
+        raise DockerUnavailable("the `docker` Python package is missing: pip install docker") from exc
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:
+        raise DockerUnavailable(f"the Docker engine does not answer ({exc}); {FIX_ENGINE}") from exc
+    return client
+
+
+def engine_answers() -> bool:
+    try:
+        docker_client(timeout=5).close()
+        return True
+    except DockerUnavailable:
+        return False
+
+
+class DockerStream:
+    """A demultiplexed attach/exec socket (Docker frames each chunk with an 8-byte header)."""
+
+    def __init__(self, raw: Any):
+        self._raw = raw  # keep docker-py's wrapper alive: it owns the connection
+        self.sock: socket.socket = getattr(raw, "_sock", raw)
+        self.sock.settimeout(None)
+        self._pending = bytearray()
+        self.eof = False
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """Complete frames read so far, as (stream id, payload); 1 is stdout, 2 stderr."""
+        out = []
+        buf = self._pending
+        pos = 0
+        while len(buf) - pos >= 8:
+            size = int.from_bytes(buf[pos + 4: pos + 8], "big")
+            if len(buf) - pos - 8 < size:
+                break
+            out.append((buf[pos], bytes(buf[pos + 8: pos + 8 + size])))
+            pos += 8 + size
+        del buf[:pos]
+        return out
+
+    def fill(self, timeout: float) -> bool:
+        """Read what the socket has within `timeout`; False if nothing came."""
+        if self.eof:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        if not readable:
+            return False
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+        self._pending += chunk
+        return True
+
+    def recv(self, timeout: float) -> bytes | None:
+        """Merged stdout and stderr; b"" at EOF; None if nothing within `timeout`."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            data = b"".join(payload for _, payload in self.frames())
+            if data:
+                return data
+            if self.eof:
+                return b""
+            if not self.fill(deadline - time.monotonic()):
+                return None
+
+    def send(self, data: bytes, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.settimeout(None)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for thing in (self._raw, self.sock):
+            try:
+                thing.close()
+            except Exception:
+                pass
+
+
+class DockerTransport:
+    """session.Transport over the container's attached main process."""
+
+    def __init__(self, client: Any, container_id: str, stream: DockerStream):
+        self.client = client
+        self.container_id = container_id
+        self.stream = stream
+
+    def send(self, data: bytes, timeout: float) -> None:
+        self.stream.send(data, timeout)
+
+    def recv(self, timeout: float) -> bytes | None:
+        return self.stream.recv(timeout)
+
+    def interrupt(self) -> None:
+        # docker-init (pid 1) forwards the signal to its child, the keeper.
+        self.client.api.kill(self.container_id, signal="SIGUSR1")
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+# --- the repository copy -------------------------------------------------------------------
+
+def _host_git(repo: Path, *args: str) -> list[str]:
+    # safe.directory: the user named this repository, so its owner does not matter.
+    return ["git", "-c", "safe.directory=*", "-C", str(repo), *args]
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(_host_git(repo, *args), capture_output=True)
+    if done.returncode != 0:
+        raise SandboxError(f"git {' '.join(args)} failed in {repo}: "
+                           f"{done.stderr.decode(errors='replace').strip()}")
+    return done.stdout.decode("utf-8", errors="surrogateescape")
+
+
+def _work_tree(repo: Path) -> Path | None:
+    """The top of the git work tree `repo` is in, or None for a plain directory."""
+    done = subprocess.run(_host_git(repo, "rev-parse", "--show-toplevel"), capture_output=True)
+    if done.returncode != 0:
+        return None
+    return Path(done.stdout.decode("utf-8", errors="surrogateescape").strip())
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
+    try:
+        info = tar.gettarinfo(str(path), arcname)
+    except OSError:  # vanished since it was listed
+        return
+    if info is None:  # a socket or other special file
+        return
+    _root_owned(info)
+    if info.isreg():
+        with open(path, "rb") as handle:
+            tar.addfile(info, handle)
+    else:
+        tar.addfile(info)
+
+
+def _add_tree(tar: tarfile.TarFile, top: Path, arcname: str) -> None:
+    _add(tar, top, arcname)
+    for dirpath, dirnames, filenames in os.walk(top):
+        rel = os.path.relpath(dirpath, top)
+        base = arcname if rel == "." else f"{arcname}/{rel}"
+        for name in sorted(dirnames) + sorted(filenames):
+            _add(tar, Path(dirpath) / name, f"{base}/{name}")
+
+
+def repo_files(top: Path) -> list[str]:
+    """Tracked and untracked files of a work tree, .gitignore respected."""
+    listed = _git(top, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted({name for name in listed.split("\0") if name})
+
+
+def dirty_paths(top: Path) -> list[str] | None:
+    """Paths whose work-tree state differs from HEAD (modified, staged, deleted, untracked),
+    read on the host where the index is fresh, without writing to the repository.
+    None when HEAD has no commit yet (everything is new)."""
+    head = subprocess.run(_host_git(top, "rev-parse", "-q", "--verify", "HEAD"), capture_output=True)
+    if head.returncode != 0:
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # no opportunistic index refresh on the host
+    done = subprocess.run(_host_git(top, "status", "--porcelain=v1", "-z", "--no-renames",
+                                    "--untracked-files=all", "--ignore-submodules=all"), capture_output=True, env=env)
+    if done.returncode != 0:
+        return None
+    entries = done.stdout.decode("utf-8", errors="surrogateescape").split("\0")
+    return sorted({entry[3:] for entry in entries if len(entry) > 3})
+
+
+class RepoCopy:
+    """A host directory on its way into a sandbox: the tar of it (built on demand, as a
+    stream of chunks) and, once built, what the start-up needs to know."""
+
+    def __init__(self, repo: Path, root: str = DEFAULT_REPO_ROOT):
+        self.repo = Path(repo).resolve()
+        if not self.repo.is_dir():
+            raise SandboxError(f"{self.repo} is not a directory; pass --repo the path of a repository")
+        self.root = root
+        self.is_git = False
+        self.dirty: list[str] | None = None  # see dirty_paths; None: find out inside
+
+    def write(self, out: BinaryIO) -> None:
+        """Write the tar (members under `root`, owned by root) to `out`: tracked and
+        untracked files (.gitignore respected) and the .git; a plain directory whole."""
+        prefix = self.root.strip("/")
+        top = _work_tree(self.repo)
+        self.is_git = top is not None
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            root_info = _root_owned(tarfile.TarInfo(prefix))
+            root_info.type, root_info.mode, root_info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            tar.addfile(root_info)
+            if top is None:  # a plain directory: all of it; git starts inside the sandbox
+                self.dirty = None
+                for entry in sorted(self.repo.iterdir()):
+                    if entry.is_dir() and not entry.is_symlink():
+                        _add_tree(tar, entry, f"{prefix}/{entry.name}")
+                    else:
+                        _add(tar, entry, f"{prefix}/{entry.name}")
+                return
+            self.dirty = dirty_paths(top)
+            for name in repo_files(top):
+                # A submodule is listed as a directory: it goes in empty (its checkout is its own).
+                _add(tar, top / name, f"{prefix}/{name}")
+            git_dir = Path(_git(top, "rev-parse", "--absolute-git-dir").strip())
+            common = Path(_git(top, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+            _add_tree(tar, common, f"{prefix}/.git")
+            if git_dir != common:  # a linked worktree: its own HEAD and index
+                for name in ("HEAD", "index"):
+                    if (git_dir / name).exists():
+                        _add(tar, git_dir / name, f"{prefix}/.git/{name}")
+
+    def bytes(self) -> bytes:
+        out = io.BytesIO()
+        self.write(out)
+        return out.getvalue()
+
+    def stream(self, *, buffer_mb: int = 256) -> tuple[Iterator[bytes], threading.Event]:
+        """Start building the tar in a thread now; return its chunks (the iterator raises
+        what the thread raised) and an event that stops the thread if nobody consumes.
+        Up to `buffer_mb` MiB wait in memory, so the build runs ahead of the upload."""
+        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=buffer_mb)
+        cancel = threading.Event()
+        writer = _ChunkWriter(chunks, cancel)
+
+        def produce() -> None:
+            try:
+                self.write(writer)
+                writer.flush()
+                writer.put(None)
+            except BaseException as exc:
+                if not cancel.is_set():
+                    writer.put(exc)
+
+        threading.Thread(target=produce, name="cwm-repo-tar", daemon=True).start()
+
+        def consume() -> Iterator[bytes]:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        return consume(), cancel
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _ChunkWriter(io.RawIOBase):
+    """A write-only file that hands out 1 MiB chunks through a queue."""
+
+    def __init__(self, chunks: queue.Queue[bytes | BaseException | None], cancel: threading.Event):
+        super().__init__()
+        self._chunks = chunks
+        self._cancel = cancel
+        self._buf = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buf += data
+        if len(self._buf) >= 1 << 20:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            self.put(bytes(self._buf))
+            self._buf = bytearray()
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        while not self._cancel.is_set():
+            try:
+                self._chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise _Cancelled()
+
+
+# --- start-up inside the sandbox ------------------------------------------------------------
+
+MAX_LISTED_PATHS = 2000  # more dirty paths than this: let git find them itself
+
+
+def setup_script(root: str, *, commit_date: int, dirty: list[str] | None = None) -> str:
+    """The start-up, run as the session's first command. Prints BASE=<sha>.
+
+    - git identity and safe.directory (the copy may be owned by another uid);
+    - the starting state (uncommitted changes, untracked files) committed as the base.
+      `dirty` lists the changed paths when the host knew them: then git hashes just
+      those, not the whole tree (the copied index's stat data is stale);
+    - the scrub of cwm-interface.md section 7: remotes, every ref but the current
+      branch, upstream, reflogs, and `git gc --prune=now` when any object is left
+      that HEAD does not reach (counting is much cheaper than a gc of a big repo).
+    The commit date is fixed, so a rebuilt sandbox gets the same base commit."""
+    name, email = GIT_IDENTITY
+    date = quote(f"@{commit_date} +0000")
+    if dirty is None:
+        starting = (
+            'if ! git rev-parse -q --verify HEAD >/dev/null || '
+            '[ -n "$(git status --porcelain --untracked-files=all | head -c 1)" ]; then\n'
+            '  git add -A\n  commit_base\nfi'
+        )
+    elif not dirty:
+        starting = ":"
+    elif len(dirty) > MAX_LISTED_PATHS:
+        starting = "git add -A\ncommit_base"
+    else:
+        listed = " ".join(quote(path) for path in dirty)
+        starting = f"git --literal-pathspecs add -A -- {listed}\ncommit_base"
+    return f"""builtin cd -- {quote(root)} || exit 1
+git config --global user.name {quote(name)}
+git config --global user.email {quote(email)}
+git config --global --add safe.directory '*'
+(
+set -e
+export GIT_AUTHOR_DATE={date} GIT_COMMITTER_DATE={date}
+export GIT_AUTHOR_NAME={quote(name)} GIT_COMMITTER_NAME={quote(name)} GIT_AUTHOR_EMAIL={quote(email)} GIT_COMMITTER_EMAIL={quote(email)}
+commit_base() {{
+  # Plumbing, not `git commit`: that would re-hash every file whose stat data is stale.
+  tree=$(git write-tree)
+  if parent=$(git rev-parse -q --verify HEAD); then set -- -p "$parent"; else set --; fi
+  git update-ref -m {quote(BASE_MESSAGE)} HEAD "$(git commit-tree "$tree" "$@" -m {quote(BASE_MESSAGE)})"
+}}
+[ -e .git ] || git init -q
+git config --local --unset-all core.worktree 2>/dev/null || true
+{starting}
+for remote in $(git remote); do git remote remove "$remote"; done
+branch=$(git symbolic-ref -q HEAD || true)
+git for-each-ref --format='delete %(refname)' | {{ grep -v -x -F "delete $branch" || true; }} | git update-ref --stdin
+git branch --unset-upstream 2>/dev/null || true
+git reflog expire --expire=now --all
+stored=0
+while read -r key value; do
+  case $key in count:|in-pack:) stored=$((stored + value));; esac
+done < <(git count-objects -v)
+reachable=$(git rev-list --objects --all --indexed-objects | wc -l)
+if [ "$stored" -ne "$reachable" ]; then git gc --prune=now --quiet; fi
+echo "BASE=$(git rev-parse HEAD)"
+)"""
+
+
+# --- the sandbox -----------------------------------------------------------------------------
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), to tell a live owner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid()) or '?'}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host; None when it ran elsewhere (we cannot tell)."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    now = _process_start(int(pid))
+    return now is not None and (started in ("?", "") or now == started)
+
+
+class DockerSandbox:
+    """A Docker container holding a copy of the repository and the model's bash session.
+
+    `repo`: a host directory copied in at `repo_root` (git or not; the host is never
+    written). None: use the image's own `repo_root` (SWE-bench images). After start-up,
+    `base_commit` is the commit that diffs are taken against.
+    """
+
+    def __init__(
+        self,
+        image: str | None = None,
+        *,
+        repo: Path | str | None = None,
+        memory: str | None = "4g",
+        pids: int | None = 1024,
+        cpus: float | None = None,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        run_id: str | None = None,
+        ttl_seconds: int = DEFAULT_TTL,
+        repo_root: str = DEFAULT_REPO_ROOT,
+        client: Any = None,
+        setup_timeout: float = SETUP_TIMEOUT,
+    ):
+        if image is None:
+            from cwm_agent.sandbox.image import default_image
+
+            image = default_image()
+        self.image = image
+        self.repo = Path(repo).resolve() if repo is not None else None
+        self.repo_root = repo_root
+        self.memory, self.pids, self.cpus = memory, pids, cpus
+        self.command_timeout = command_timeout
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.ttl_seconds = int(ttl_seconds)
+        self.setup_timeout = setup_timeout
+        self.client = client or docker_client()
+        self.base_commit = ""
+        self.container_id = ""
+        self.rebuilds = 0
+        self._session: Session | None = None
+        self._closed = False
+        self._commit_date = int(time.time())  # fixed, so a rebuild makes the same base commit
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- Sandbox protocol ------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise SandboxError("the sandbox is closed")
+        return self._session
+
+    def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+        try:
+            return self.session.run(command, timeout=timeout)
+        except SessionBroken as broken:
+            # The container itself is unusable (its keeper was killed, bash was deleted...):
+            # start over from the starting state; the model sees the usual restart notice.
+            log.warning("sandbox %s broke (%s); rebuilding it from the starting state", self.run_id, broken)
+            self._rebuild()
+            return CommandResult("", None, broken.status, broken.seconds)
+
+    def diff(self, *, exclude: Sequence[str] = ()) -> str:
+        """`git diff --binary` of the work tree against `base_commit` (new, deleted and
+        binary files included) through a throwaway index, so the model's index is untouched."""
+        paths = []
+        for path in exclude:
+            rel = path
+            if path.startswith("/"):
+                rel = os.path.relpath(path, self.repo_root)
+                if rel.startswith(".."):
+                    continue  # outside the repository: never in the diff anyway
+            paths.append(f":(exclude){rel}")
+        script = (
+            'set -e; index=$(mktemp); trap \'rm -f "$index"\' EXIT; '
+            # Refresh the stat data first (content unchanged), so git hashes only what changed.
+            'git update-index -q --refresh >/dev/null 2>&1 || true; '
+            'real=$(git rev-parse --git-path index); [ ! -f "$real" ] || cp "$real" "$index"; '
+            'export GIT_INDEX_FILE="$index"; git add -A; '
+            'base=$1; shift; '
+            'git -c core.quotepath=false diff --cached --binary --no-color --no-ext-diff --no-textconv '
+            '--src-prefix=a/ --dst-prefix=b/ "$base" -- . "$@"'
+        )
+        code, out, err = self._exec(["bash", "-c", script, "diff", self.base_commit, *paths], timeout=600)
+        if code != 0:
+            raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
+                               f"{err.decode(errors='replace').strip()[-500:]}")
+        return out.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop()
+
+    def __enter__(self) -> DockerSandbox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten sandbox still goes away with the object
+        try:
+            if not self._closed and self.container_id:
+                self.close()
+        except Exception:
+            pass
+
+    # --- start and stop --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Create, start, copy in, set up. The tar is built by a thread from the outset, the
+        container starts meanwhile, and `put_archive` streams the tar in while the keeper's
+        first session comes up. (`put_archive` before the start would hold the start back:
+        the engine locks the container for it.)"""
+        import docker.errors
+
+        copy = RepoCopy(self.repo, self.repo_root) if self.repo is not None else None
+        chunks, cancel = copy.stream() if copy is not None else (None, None)
+        upload: threading.Thread | None = None
+        upload_error: list[BaseException] = []
+        try:
+            try:
+                self.client.images.get(self.image)
+            except docker.errors.ImageNotFound:
+                raise SandboxError(f"the sandbox image {self.image} is not on this Docker engine; build the base "
+                                   "image with `cwm-agent sandbox build`, or pull the one you named") from None
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailable(f"the Docker engine failed ({exc}); {FIX_ENGINE}") from exc
+            api = self.client.api
+            try:
+                self.container_id = api.create_container(**self._container_spec())["Id"]
+                raw = api.attach_socket(self.container_id,
+                                        params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+                stream = DockerStream(raw)
+                api.start(self.container_id)
+            except docker.errors.DockerException as exc:
+                raise SandboxError(f"could not start a sandbox container from {self.image}: {exc}") from exc
+            if chunks is not None:
+                def put() -> None:
+                    try:
+                        api.put_archive(self.container_id, "/", chunks)
+                    except BaseException as exc:
+                        upload_error.append(exc)
+
+                upload = threading.Thread(target=put, name="cwm-put-archive", daemon=True)
+                upload.start()
+        except BaseException:
+            if cancel is not None:
+                cancel.set()
+            raise
+        session = Session(DockerTransport(self.client, self.container_id, stream),
+                          repo_root=self.repo_root, command_timeout=self.command_timeout)
+        self._session = session
+        session.start()
+        if upload is not None:
+            upload.join()
+            if upload_error:
+                raise SandboxError(f"copying {self.repo} into the sandbox failed: {upload_error[0]}") from upload_error[0]
+        script = setup_script(self.repo_root, commit_date=self._commit_date,
+                              dirty=copy.dirty if copy is not None else None)
+        result = session.run(script, timeout=self.setup_timeout, output_limit=1 << 20)
+        found = re.search(r"^BASE=([0-9a-f]{40,64})$", result.output, re.M)
+        if result.status != "ok" or result.exit_code != 0 or not found:
+            raise SandboxError(f"the sandbox start-up (git setup in {self.repo_root}) failed: "
+                               f"{result.feedback.strip()[-800:]}")
+        self.base_commit = found.group(1)
+
+    def _container_spec(self) -> dict[str, Any]:
+        api = self.client.api
+        host_config = api.create_host_config(
+            init=True,  # docker-init as pid 1: reaps orphans, forwards our SIGUSR1 to the keeper
+            auto_remove=True,
+            network_mode="none",
+            mem_limit=self.memory,
+            memswap_limit=self.memory,  # no swap beyond the memory limit
+            pids_limit=self.pids,
+            nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
+            security_opt=["no-new-privileges"],
+        )
+        argv = keeper_argv(self.ttl_seconds, self.repo_root)
+        return dict(
+            image=self.image,
+            entrypoint=argv[:3],
+            command=argv[3:],
+            stdin_open=True,  # and, with docker-py's default detach=False, stdin-once
+            tty=False,
+            working_dir=self.repo_root,
+            labels={
+                LABEL: self.run_id,
+                OWNER_LABEL: _owner(),
+                EXPIRES_LABEL: str(int(time.time()) + self.ttl_seconds),
+            },
+            host_config=host_config,
+        )
+
+    def _stop(self) -> None:
+        session, self._session = self._session, None
+        if self.container_id:
+            try:
+                self.client.api.remove_container(self.container_id, force=True)
+            except Exception:  # already gone (auto_remove) or the engine is down
+                pass
+        if session is not None:
+            session.close()
+
+    def _rebuild(self) -> None:
+        self._stop()
+        self.container_id = ""
+        self.rebuilds += 1
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _exec(self, argv: list[str], *, timeout: float) -> tuple[int, bytes, bytes]:
+        """Run a program beside the session (own process, own output), with a deadline."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(self.container_id, argv, stdout=True, stderr=True,
+                                      workdir=self.repo_root)["Id"]
+            stream = DockerStream(api.exec_start(exec_id, socket=True))
+        except Exception as exc:
+            raise SandboxError(f"cannot run {argv[0]} in the sandbox container: {exc}") from exc
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                for stream_id, payload in stream.frames():
+                    (out if stream_id == 1 else err).extend(payload)
+                if stream.eof:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SandboxError(f"{argv[0]} in the sandbox took longer than {timeout:.0f} s")
+                stream.fill(left)
+        finally:
+            stream.close()
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        return (code if code is not None else -1), bytes(out), bytes(err)
+
+
+def cleanup_orphans(client: Any = None) -> int:
+    """Remove cwm-agent containers whose agent process is gone (on this host), that
+    are past their time-to-live, or that no longer run. Returns how many."""
+    client = client or docker_client()
+    removed = 0
+    now = time.time()
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        labels = container.labels or {}
+        alive = _owner_alive(labels.get(OWNER_LABEL, ""))
+        expires = labels.get(EXPIRES_LABEL, "")
+        expired = expires.isdigit() and int(expires) < now
+        if alive is False or expired or container.status not in ("running", "created", "restarting"):
+            try:
+                container.remove(force=True)
+                removed += 1
+            except Exception:  # removed meanwhile (auto_remove)
+                pass
+    return removed
+

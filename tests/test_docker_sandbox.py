@@ -1,0 +1,299 @@
+"""DockerSandbox against the real engine: the repository copy, the start-up scrub, the
+container's limits and labels, diff(), clean-up, and the factory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cwm_agent.sandbox.base import DockerUnavailable, Sandbox, SandboxError
+from cwm_agent.sandbox.docker import (
+    EXPIRES_LABEL,
+    LABEL,
+    OWNER_LABEL,
+    DockerSandbox,
+    cleanup_orphans,
+    docker_client,
+    engine_answers,
+)
+from cwm_agent.sandbox.factory import open_sandbox
+
+pytestmark = pytest.mark.docker
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """Every file under `path` (the .git included) with a hash of its bytes."""
+    out = {}
+    for file in sorted(path.rglob("*")):
+        if file.is_symlink():
+            out[str(file.relative_to(path))] = "link:" + os.readlink(file)
+        elif file.is_file():
+            out[str(file.relative_to(path))] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def host_repo(tmp_path: Path) -> dict:
+    """A repository with history, a branch and a tag the model must not see, a remote,
+    and uncommitted work: a modification, a deletion, an untracked and an ignored file."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "dev@example.com")
+    git(repo, "config", "user.name", "Dev")
+    (repo / ".gitignore").write_text("*.env\nbuild/\n")
+    (repo / "a.txt").write_text("one\n")
+    (repo / "gone.txt").write_text("to be deleted\n")
+    (repo / "pkg").mkdir()
+    (repo / "pkg" / "mod.py").write_text("X = 1\n")
+    (repo / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    os.symlink("a.txt", repo / "link")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "checkout", "-q", "-b", "future")
+    (repo / "future.txt").write_text("from the future\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "future commit")
+    future = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "tag", "v9", future)
+    git(repo, "checkout", "-q", "main")
+    git(repo, "remote", "add", "origin", "https://example.com/repo.git")
+    git(repo, "update-ref", "refs/remotes/origin/main", future)
+    (repo / "a.txt").write_text("one\ntwo (uncommitted)\n")
+    (repo / "gone.txt").unlink()
+    (repo / "new.txt").write_text("untracked\n")
+    (repo / "secret.env").write_text("TOKEN=hunter2\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.o").write_text("object\n")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    return {"path": repo, "future": future, "head": head, "before": snapshot(repo)}
+
+
+@pytest.fixture
+def repo_sandbox(docker_client, sandbox_image, host_repo):
+    with DockerSandbox(sandbox_image, repo=host_repo["path"], command_timeout=20, client=docker_client) as sandbox:
+        yield sandbox
+
+
+def out(sandbox: DockerSandbox, command: str) -> str:
+    result = sandbox.run(command)
+    assert result.status == "ok", result
+    return result.output
+
+
+def test_the_copy_holds_the_work_tree_as_it_is(repo_sandbox):
+    assert isinstance(repo_sandbox, Sandbox)
+    assert out(repo_sandbox, "pwd") == "/testbed\n"
+    assert out(repo_sandbox, "cat a.txt") == "one\ntwo (uncommitted)\n"
+    assert out(repo_sandbox, "cat new.txt") == "untracked\n"
+    assert out(repo_sandbox, "ls gone.txt secret.env build 2>&1 | wc -l").strip() == "3"
+    assert "No such file" in out(repo_sandbox, "ls secret.env build gone.txt 2>&1")
+    assert out(repo_sandbox, "./run.sh") == "run\n"
+    assert out(repo_sandbox, "readlink link") == "a.txt\n"
+    assert out(repo_sandbox, "sha256sum < blob.bin").split()[0] == hashlib.sha256(bytes(range(256)) * 4).hexdigest()
+
+
+def test_the_starting_state_is_committed_as_the_base(repo_sandbox, host_repo):
+    assert out(repo_sandbox, "git status --porcelain") == ""
+    assert out(repo_sandbox, "git rev-parse HEAD").strip() == repo_sandbox.base_commit
+    log = out(repo_sandbox, "git log --format='%H %s'").splitlines()
+    assert log[0] == f"{repo_sandbox.base_commit} cwm-agent: starting state"
+    assert log[1] == f"{host_repo['head']} first"
+    assert out(repo_sandbox, "git show --stat --format= HEAD").count("|") == 3  # a.txt, gone.txt, new.txt
+    assert out(repo_sandbox, "git log -1 --format='%an <%ae>'") == "cwm-agent <cwm-agent@localhost>\n"
+
+
+def test_history_is_scrubbed(repo_sandbox, host_repo):
+    assert out(repo_sandbox, "git remote") == ""
+    assert out(repo_sandbox, "git for-each-ref --format='%(refname)'") == "refs/heads/main\n"
+    assert out(repo_sandbox, "git reflog | wc -l").strip() == "0"
+    missing = repo_sandbox.run(f"git cat-file -e {host_repo['future']}")
+    assert missing.exit_code != 0  # the future commit's object is gone, not just unreferenced
+    assert "future" not in out(repo_sandbox, "git log --all --format=%s")
+
+
+def test_the_host_repository_is_untouched(repo_sandbox, host_repo):
+    out(repo_sandbox, "echo changed > a.txt; git add -A; git commit -qm x; git gc -q")
+    assert snapshot(host_repo["path"]) == host_repo["before"]
+
+
+def test_diff_has_every_kind_of_change_and_applies(repo_sandbox, host_repo, tmp_path):
+    assert repo_sandbox.diff() == ""
+    out(repo_sandbox, "echo three >> a.txt; rm pkg/mod.py; echo fresh > pkg/new.py; "
+                      "printf '\\000\\001\\002' > blob.bin; chmod +x new.txt")
+    patch = repo_sandbox.diff()
+    assert "diff --git a/a.txt b/a.txt" in patch
+    assert "deleted file mode 100644" in patch and "new file mode 100644" in patch
+    assert "GIT binary patch" in patch
+    assert "old mode 100644\nnew mode 100755" in patch
+    # The patch turns the starting state into the sandbox's work tree.
+    copy = tmp_path / "copy"
+    shutil.copytree(host_repo["path"], copy, symlinks=True)
+    (copy / "patch.diff").write_text(patch)
+    subprocess.run(["git", "-C", str(copy), "apply", "--binary", "patch.diff"], check=True)
+    assert (copy / "a.txt").read_text() == "one\ntwo (uncommitted)\nthree\n"
+    assert not (copy / "pkg" / "mod.py").exists()
+    assert (copy / "blob.bin").read_bytes() == b"\0\1\2"
+    assert os.access(copy / "new.txt", os.X_OK)
+
+
+def test_diff_excludes_paths_and_leaves_the_index_alone(repo_sandbox):
+    out(repo_sandbox, "echo staged >> a.txt; git add a.txt; echo loose > loose.txt; git diff > fix.patch")
+    for exclude in (["/testbed/fix.patch"], ["fix.patch"]):
+        patch = repo_sandbox.diff(exclude=exclude)
+        assert "b/loose.txt" in patch and "b/a.txt" in patch
+        assert "fix.patch" not in patch
+    assert out(repo_sandbox, "git diff --cached --name-only") == "a.txt\n"
+    assert out(repo_sandbox, "git status --porcelain") == "M  a.txt\n?? fix.patch\n?? loose.txt\n"
+
+
+def test_container_limits_and_labels(docker_client, sandbox_image):
+    run_id = f"test-{uuid.uuid4().hex[:8]}"
+    with DockerSandbox(sandbox_image, cpus=1.5, run_id=run_id, ttl_seconds=900, client=docker_client) as sandbox:
+        attrs = docker_client.api.inspect_container(sandbox.container_id)
+        host = attrs["HostConfig"]
+        assert host["NetworkMode"] == "none"
+        assert host["Init"] is True and host["AutoRemove"] is True
+        assert host["Memory"] == 4 * 1024 ** 3 and host["PidsLimit"] == 1024
+        assert host["NanoCpus"] == 1_500_000_000
+        labels = attrs["Config"]["Labels"]
+        assert labels[LABEL] == run_id
+        assert labels[OWNER_LABEL].split(":")[1] == str(os.getpid())
+        assert int(labels[EXPIRES_LABEL]) > 0
+        assert out(sandbox, "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max") == "1024\n"
+        container_id = sandbox.container_id
+    assert not docker_client.containers.list(all=True, filters={"id": container_id})
+    with pytest.raises(SandboxError):
+        sandbox.run("true")
+    sandbox.close()  # twice is fine
+
+
+def test_a_plain_directory_gets_a_fresh_repository(docker_client, sandbox_image, tmp_path):
+    (tmp_path / "main.py").write_text("print('hi')\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "data.txt").write_text("data\n")
+    with DockerSandbox(sandbox_image, repo=tmp_path, client=docker_client) as sandbox:
+        assert out(sandbox, "python3 main.py; cat sub/data.txt") == "hi\ndata\n"
+        assert out(sandbox, "git log --format=%s") == "cwm-agent: starting state\n"
+        assert out(sandbox, "git status --porcelain") == ""
+        assert out(sandbox, "git config user.name") == "cwm-agent\n"  # the identity the model commits with
+        out(sandbox, "echo more >> sub/data.txt")
+        assert "+more" in sandbox.diff()
+
+
+def test_a_repository_without_commits(docker_client, sandbox_image, tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "only.txt").write_text("first file\n")
+    with DockerSandbox(sandbox_image, repo=tmp_path, client=docker_client) as sandbox:
+        assert out(sandbox, "git ls-files") == "only.txt\n"
+        assert out(sandbox, "git rev-parse HEAD").strip() == sandbox.base_commit
+
+
+def test_a_linked_worktree_is_copied_with_its_own_head(docker_client, sandbox_image, host_repo, tmp_path):
+    repo = host_repo["path"]
+    git(repo, "worktree", "add", "-q", str(tmp_path / "wt"), "future")
+    with DockerSandbox(sandbox_image, repo=tmp_path / "wt", client=docker_client) as sandbox:
+        assert out(sandbox, "cat future.txt") == "from the future\n"
+        assert out(sandbox, "git symbolic-ref HEAD") == "refs/heads/future\n"
+        assert out(sandbox, "git status --porcelain") == ""
+
+
+@pytest.fixture
+def swebench_like_image(docker_client, sandbox_image):
+    """An image with the repository already at /testbed, checked out (detached) at an
+    old commit while a newer one sits on a branch, as SWE-bench's images do."""
+    script = """set -e
+cd /testbed && git init -q -b main && git config user.email a@b && git config user.name a
+echo base > f.txt && git add f.txt && git commit -qm base
+echo future > f.txt && git commit -qam future && git tag v2
+git remote add origin https://example.com/x.git
+git checkout -q HEAD~1
+echo dirty > untracked.txt"""
+    container = docker_client.containers.run(sandbox_image, ["bash", "-c", script], detach=True,
+                                              network_mode="none", labels={LABEL: "test-image-build"})
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        tag = f"cwm-agent-test-swe:{uuid.uuid4().hex[:8]}"
+        container.commit(repository=tag.split(":")[0], tag=tag.split(":")[1])
+    finally:
+        container.remove(force=True)
+    future = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "git", "-C", "/testbed",
+                             "rev-parse", "main"], capture_output=True, text=True, check=True).stdout.strip()
+    yield tag, future
+    docker_client.images.remove(tag, force=True)
+
+
+def test_an_image_with_the_repository_inside(docker_client, swebench_like_image):
+    image, future = swebench_like_image
+    with DockerSandbox(image, repo=None, client=docker_client) as sandbox:
+        assert out(sandbox, "cat f.txt untracked.txt") == "base\ndirty\n"
+        assert out(sandbox, "git log --format=%s") == "cwm-agent: starting state\nbase\n"
+        assert out(sandbox, "git for-each-ref") == ""  # detached HEAD: no branch to keep
+        assert sandbox.run(f"git cat-file -e {future}").exit_code != 0
+        assert out(sandbox, "git remote") == ""
+        out(sandbox, "echo fix > f.txt")
+        assert "-base\n+fix" in sandbox.diff()
+
+
+def test_a_dead_keeper_rebuilds_the_sandbox_from_the_starting_state(repo_sandbox):
+    base, first = repo_sandbox.base_commit, repo_sandbox.container_id
+    out(repo_sandbox, "echo work > work.txt")
+    result = repo_sandbox.run("/bin/kill -9 -1")  # kills the keeper too: the container ends
+    assert result.status == "died"
+    assert repo_sandbox.container_id != first and repo_sandbox.rebuilds == 1
+    assert repo_sandbox.base_commit == base  # same content, same fixed commit date
+    assert out(repo_sandbox, "pwd; cat a.txt; ls work.txt 2>&1 | grep -c 'No such'") == \
+        "/testbed\none\ntwo (uncommitted)\n1\n"
+
+
+def test_cleanup_orphans_removes_only_orphans(docker_client, sandbox_image):
+    orphan = docker_client.containers.run(
+        sandbox_image, ["sleep", "300"], detach=True, network_mode="none", init=True,
+        labels={LABEL: "test-orphan", OWNER_LABEL: f"{os.uname().nodename}:999999999:1"},
+    )
+    try:
+        with DockerSandbox(sandbox_image, client=docker_client) as live:
+            assert cleanup_orphans(docker_client) >= 1
+            assert not docker_client.containers.list(all=True, filters={"id": orphan.id})
+            assert docker_client.containers.list(filters={"id": live.container_id})
+            assert out(live, "echo alive") == "alive\n"
+    finally:
+        try:
+            orphan.remove(force=True)
+        except Exception:
+            pass
+
+
+def test_missing_image_says_how_to_build_it(docker_client):
+    with pytest.raises(SandboxError, match="cwm-agent sandbox build"):
+        DockerSandbox("cwm-agent-sandbox:does-not-exist", client=docker_client)
+
+
+def test_a_dead_engine_is_reported_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    with pytest.raises(DockerUnavailable, match="scripts/install-docker.sh"):
+        docker_client(timeout=5)
+    assert engine_answers() is False
+    with pytest.raises(DockerUnavailable):
+        open_sandbox("docker")
+
+
+def test_open_sandbox_picks_docker(docker_client, sandbox_image):
+    with open_sandbox("auto", image=sandbox_image, command_timeout=5) as sandbox:
+        assert isinstance(sandbox, DockerSandbox)
+        assert out(sandbox, "echo hi") == "hi\n"
+    with pytest.raises(SandboxError, match="unknown sandbox kind"):
+        open_sandbox("vm")

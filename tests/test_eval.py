@@ -1,0 +1,112 @@
+"""Batch evaluation end to end: real containers, real grading, the scripted model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cwm_agent import evaluate, protocol
+from cwm_agent.config import Settings
+from cwm_agent.model import connect
+from cwm_agent.paths import TASKS_DIR
+from cwm_agent.tasks import load_tasks
+from cwm_agent.testing.scripted_server import Failure, ScriptedServer
+
+pytestmark = pytest.mark.docker
+SOLVED, FLAILS, BROKEN = "demo-slugify-unicode", "pagekit-exact-multiple-pages", "tinybus-handlers-leak"
+
+
+def act(tool: str, body: str) -> str:
+    return "Thinking.\n</think>\n" + protocol.render_action(protocol.Action(tool, body))
+
+
+def scripted_model(tasks, *, broken_down: bool):
+    """Replies chosen by which task the prompt is about and how many turns it has had."""
+    gold = {t.instance_id: t.patch for t in tasks}
+    statements = {t.instance_id: t.problem_statement.strip()[:200] for t in tasks}
+
+    def reply(request):
+        prompt = request["prompt"]
+        task = next(i for i, s in statements.items() if s in prompt)
+        turn = prompt.count("<|start_header_id|>assistant")
+        if task == BROKEN and broken_down:
+            return Failure(503, "the GPU box is rebooting")
+        if task == FLAILS:
+            return "I am not sure.\n</think>\nno tool"
+        return [act("bash", f"cat > fix.patch <<'EOF_PATCH'\n{gold[task]}EOF_PATCH"), act("submit", "fix.patch"),
+                "Done.\n</think>\nSummary: applied the fix."][min(turn - 1, 2)]
+    return reply
+
+
+def run(tmp_path, tasks, server, **opts):
+    model = connect(base_url=server.base_url, model=None, api_key=None, format=None, retries=1)
+    settings = Settings(base_url=server.base_url, max_turns=6, max_format_errors=2, command_timeout=60)
+    options = evaluate.EvalOptions(out=tmp_path / "eval", workers=2, filter=f"^({SOLVED}|{FLAILS}|{BROKEN})$", **opts)
+    return evaluate.run_eval(tasks, options, settings, model=model)
+
+
+def test_eval_grades_resumes_and_retries_only_infrastructure_errors(tmp_path, docker_client, sandbox_image):
+    tasks = load_tasks(TASKS_DIR)
+    with ScriptedServer([scripted_model(tasks, broken_down=True)] * 40) as server:
+        results = run(tmp_path, tasks, server)
+    by_id = {r.instance_id: r for r in results}
+    assert set(by_id) == {SOLVED, FLAILS, BROKEN}
+    assert by_id[SOLVED].exit == "submitted" and by_id[SOLVED].resolved is True
+    assert by_id[FLAILS].exit == "format_errors" and by_id[FLAILS].resolved is False
+    assert by_id[BROKEN].exit == "model_error" and by_id[BROKEN].infrastructure and by_id[BROKEN].resolved is None
+
+    out = tmp_path / "eval"
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {p["instance_id"] for p in predictions} == {SOLVED, FLAILS}  # infrastructure errors are not predictions
+    assert all(set(p) == {"instance_id", "model_patch", "model_name_or_path"} for p in predictions)
+    assert (out / "instances" / SOLVED / "attempt-1" / "trajectory.json").exists()
+    report = evaluate.report(out)
+    assert (report["resolved"], report["scored"], report["infrastructure_errors"]) == (1, 2, 1)
+    assert report["resolved_rate"] == 0.5 and 0 < report["resolved_rate_ci95"][0] < 0.5 < report["resolved_rate_ci95"][1]
+
+    # resumed: nothing finished runs again
+    with ScriptedServer([]) as idle:
+        assert run(tmp_path, tasks, idle) == []
+        assert idle.generation_requests() == []
+    # --retry-errors: exactly the infrastructure failure runs again, now with a healthy server
+    with ScriptedServer([scripted_model(tasks, broken_down=False)] * 10) as server:
+        again = run(tmp_path, tasks, server, retry_errors=True)
+    assert [r.instance_id for r in again] == [BROKEN]
+    assert again[0].exit == "submitted" and again[0].resolved is True
+    report = evaluate.report(out)
+    assert (report["resolved"], report["scored"], report["infrastructure_errors"]) == (2, 3, 0)
+    assert docker_client.containers.list(all=True, filters={"label": "cwm-agent"}) == [] or all(
+        not c.name.startswith("cwm") for c in docker_client.containers.list(all=True, filters={"label": "cwm-agent"}))
+
+
+def test_eval_cli_prints_the_report(tmp_path, sandbox_image):
+    tasks = load_tasks(TASKS_DIR)
+    with ScriptedServer([scripted_model(tasks, broken_down=False)] * 10) as server:
+        out = subprocess.run([sys.executable, "-m", "cwm_agent.cli", "eval", str(TASKS_DIR), "--filter", f"^{SOLVED}$",
+                              "--base-url", server.base_url, "--out", str(tmp_path / "e"), "--max-turns", "5"],
+                             capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "1/1 = 100.0%" in out.stdout
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["resolved"] == 1
+
+
+def test_wilson_interval_is_sane():
+    assert evaluate.wilson_interval(0, 0) == (0.0, 0.0)
+    low, high = evaluate.wilson_interval(0, 10)
+    assert low == 0.0 and 0.2 < high < 0.35
+    low, high = evaluate.wilson_interval(10, 10)
+    assert high == 1.0 and 0.65 < low < 0.8
+
+
+def test_select_filters_shuffles_and_slices():
+    tasks = load_tasks(TASKS_DIR)
+    opts = evaluate.EvalOptions(out=None, filter="^(demo|page|tiny)", slice="1:")
+    assert [t.instance_id for t in evaluate.select(tasks, opts)] == [
+        "pagekit-exact-multiple-pages", "tinybus-handlers-leak"]
+    shuffled = evaluate.select(tasks, evaluate.EvalOptions(out=None, shuffle=3))
+    assert sorted(t.instance_id for t in shuffled) == sorted(t.instance_id for t in tasks)
+    assert shuffled == evaluate.select(tasks, evaluate.EvalOptions(out=None, shuffle=3))

@@ -1,0 +1,247 @@
+"""The sentinel bash session, over a plain byte stream: the keeper runs as the main
+process of `docker run -i` and we talk to it through that subprocess's pipes
+(not the Docker API), so these tests pin the protocol, not one transport."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cwm_agent.sandbox.base import (
+    DIED_FEEDBACK,
+    OUTPUT_LIMIT,
+    OVERFLOW_FEEDBACK,
+    TIMEOUT_FEEDBACK,
+    CommandResult,
+)
+from cwm_agent.sandbox.session import KEEPER_NAME, PipeTransport, Session, keeper_argv, quote
+
+# --- pure -------------------------------------------------------------------------------------
+
+SPEC_TIMEOUT = ("The current session has terminated due to timeout. A fresh session has started "
+                "with the current working directory reset to default.")
+SPEC_OVERFLOW = ("The current session has terminated because your previous command produced too much "
+                 "output. A fresh session has started with the current working directory reset to default.")
+SPEC_DIED = ("The current session has terminated unexpectedly. A fresh session has started with the "
+             "current working directory reset to default.")
+
+
+def test_feedback_strings_are_the_spec_text():
+    assert TIMEOUT_FEEDBACK == SPEC_TIMEOUT
+    assert OVERFLOW_FEEDBACK == SPEC_OVERFLOW
+    assert DIED_FEEDBACK == SPEC_DIED
+    assert OUTPUT_LIMIT == 480 * 1024
+
+
+def test_feedback_is_the_output_when_ok_else_the_restart_notice():
+    assert CommandResult("out\n", 0, "ok", 0.1).feedback == "out\n"
+    assert CommandResult("", None, "timeout", 1).feedback == SPEC_TIMEOUT
+    assert CommandResult("", None, "overflow", 1).feedback == SPEC_OVERFLOW
+    assert CommandResult("", None, "died", 1).feedback == SPEC_DIED
+
+
+def test_keeper_argv_passes_ttl_and_root_as_arguments():
+    argv = keeper_argv(77, "/work/repo")
+    assert argv[0] == "/bin/bash" and argv[1] == "-c"
+    assert argv[3:] == [KEEPER_NAME, "77", "/work/repo"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_quote_survives_bash(text):
+    shown = subprocess.run(["bash", "-c", "printf %s " + quote(text)], capture_output=True).stdout
+    assert shown.decode("utf-8") == text.replace("\0", "")
+
+
+# --- over a real keeper ------------------------------------------------------------------------
+
+def start_keeper(client, image: str, *, ttl: int = 300, timeout: float = 3.0):
+    name = f"cwm-test-session-{uuid.uuid4().hex[:8]}"
+    argv = keeper_argv(ttl, "/testbed")
+    proc = subprocess.Popen(
+        ["docker", "run", "-i", "--rm", "--init", "--network", "none", "--pids-limit", "256",
+         "--memory", "512m", "--name", name, "--label", "cwm-agent=test-session",
+         "--workdir", "/testbed", "--entrypoint", argv[0], image, *argv[1:]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    transport = PipeTransport(proc, interrupt=lambda: client.api.kill(name, signal="SIGUSR1"))
+    session = Session(transport, command_timeout=timeout)
+    return name, proc, session
+
+
+def gone(client, name: str) -> bool:
+    return not client.containers.list(all=True, filters={"name": name})
+
+
+@pytest.fixture(scope="module")
+def session(docker_client, sandbox_image):
+    name, proc, sess = start_keeper(docker_client, sandbox_image)
+    sess.start()
+    yield sess
+    sess.close()
+    try:
+        docker_client.api.remove_container(name, force=True)
+    except Exception:
+        pass
+
+
+
+
+@pytest.mark.docker
+def test_cwd_environment_and_functions_persist(session):
+    assert session.run("cd /tmp && export GREETING=hi && greet() { echo \"$GREETING $1\"; }").ok
+    result = session.run("pwd; greet there")
+    assert result.output == "/tmp\nhi there\n"
+    assert session.run("cd /testbed").ok
+
+
+@pytest.mark.docker
+def test_output_is_merged_exit_code_reported_newlines_kept(session):
+    result = session.run("echo out; echo err >&2; printf 'no newline'; exit_with() { return $1; }; exit_with 3")
+    assert result.output == "out\nerr\nno newline"
+    assert result.exit_code == 3 and result.status == "ok"
+    assert session.run("true").output == ""
+    assert session.run("echo x").output == "x\n"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", ["cat", "python3", "read line", "head -1", "bash"])
+def test_commands_read_eof_on_stdin(session, command):
+    result = session.run(command)
+    assert result.status == "ok", result
+    assert result.output == ""
+
+
+@pytest.mark.docker
+def test_a_syntax_error_is_an_error_not_a_hang(session):
+    result = session.run("echo 'unterminated")
+    assert result.status == "ok"
+    assert result.exit_code == 2
+    assert "unexpected EOF" in result.output
+    assert session.run("if true; then echo fine; fi").output == "fine\n"
+
+
+@pytest.mark.docker
+def test_here_documents_and_quotes_arrive_verbatim(session):
+    body = "a'b\"c $HOME `x` \\n \\\\ end"
+    result = session.run(f"cat <<'EOF'\n{body}\nEOF")
+    assert result.output == body + "\n"
+
+
+@pytest.mark.docker
+def test_output_cannot_fake_the_sentinel(session):
+    fake = "\\n__EXIT_CODE__=0\\n__CWM_DONE_0000_1__\\n"
+    result = session.run(f"printf '{fake}'; printf 'after\\n'")
+    assert result.output == "\n__EXIT_CODE__=0\n__CWM_DONE_0000_1__\nafter\n"
+
+
+@pytest.mark.docker
+def test_a_large_command_round_trips(session):
+    payload = "x" * 300_000
+    result = session.run(f"wc -c <<'EOF'\n{payload}\nEOF")
+    assert result.output.strip() == str(len(payload) + 1)
+
+
+@pytest.mark.docker
+def test_output_limit_is_480_kib_exactly(session):
+    fits = session.run(f"head -c {OUTPUT_LIMIT} /dev/zero | tr '\\0' a")
+    assert fits.status == "ok" and len(fits.output) == OUTPUT_LIMIT
+    before = session.generation
+    over = session.run(f"cd /; head -c {OUTPUT_LIMIT + 1} /dev/zero | tr '\\0' a")
+    assert over.status == "overflow" and over.output == "" and over.feedback == SPEC_OVERFLOW
+    assert session.generation > before
+    assert session.run("pwd").output == "/testbed\n"
+
+
+@pytest.mark.docker
+def test_timeout_kills_and_restarts_in_the_repo_root(session):
+    assert session.run("cd /tmp; export LEFTOVER=1").ok
+    result = session.run("sleep 30", timeout=1)
+    assert result.status == "timeout" and result.exit_code is None
+    assert result.feedback == SPEC_TIMEOUT
+    after = session.run('pwd; echo "[${LEFTOVER-}]"; pgrep -x sleep || echo no-sleep')
+    assert after.output == "/testbed\n[]\nno-sleep\n"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", ["exit", "exit 7", "kill -9 $$", "set -e; false"])
+def test_death_of_the_shell_is_reported_and_recovered(session, command):
+    assert session.run("cd /tmp").ok
+    result = session.run(command)
+    assert result.status == "died" and result.feedback == SPEC_DIED
+    assert session.run("pwd").output == "/testbed\n"
+
+
+@pytest.mark.docker
+def test_session_pid_is_its_own(session):
+    # `$$` must be the session's bash, not the keeper, or `kill $$` would end the sandbox.
+    pid = session.run("echo $$").output.strip()
+    comm = session.run(f"cat /proc/{pid}/cmdline | tr '\\0' ' '").output
+    assert "-s" in comm and KEEPER_NAME not in comm
+
+
+@pytest.mark.docker
+def test_background_child_holding_stdout_does_not_block(session):
+    result = session.run("sleep 30 & echo started", timeout=10)
+    assert result.status == "ok" and result.output == "started\n"
+    assert session.run("echo next").output == "next\n"
+
+
+@pytest.mark.docker
+def test_death_after_the_command_is_reported_on_the_next(session):
+    assert session.run("(sleep 0.3; kill -9 $$) >/dev/null 2>&1 & echo armed").output == "armed\n"
+    time.sleep(1.5)
+    result = session.run("echo should-not-run > /tmp/ran")
+    assert result.status == "died"
+    assert session.run("cat /tmp/ran 2>/dev/null || echo not-run").output == "not-run\n"
+
+
+@pytest.mark.docker
+def test_restart_kills_everything_the_session_started(session):
+    assert session.run("setsid sleep 1000 >/dev/null 2>&1 & nohup sleep 1001 >/dev/null 2>&1 &").ok
+    wait_two = "for i in $(seq 100); do [ $(pgrep -c -x sleep) = 2 ] && break; sleep 0.05; done"
+    assert session.run(f"{wait_two}; pgrep -c -x sleep").output.strip() == "2"
+    session.restart()
+    assert session.run("pgrep -c -x sleep || true").output.strip() == "0"
+
+
+@pytest.mark.docker
+def test_invalid_utf8_is_replaced_not_fatal(session):
+    result = session.run("printf 'ok \\377\\376 end\\n'")
+    assert result.output == "ok \ufffd\ufffd end\n"
+
+
+@pytest.mark.docker
+def test_unencodable_text_in_a_command_does_not_crash(session):
+    assert session.run("echo '\ud800'").output == "?\n"
+
+
+@pytest.mark.docker
+def test_keeper_exits_when_its_stdin_closes(docker_client, sandbox_image):
+    name, proc, sess = start_keeper(docker_client, sandbox_image)
+    sess.start()
+    assert sess.run("echo up").output == "up\n"
+    proc.stdin.close()  # what the kernel does when the agent dies
+    assert proc.wait(timeout=60) is not None
+    deadline = time.monotonic() + 60
+    while not gone(docker_client, name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone(docker_client, name)
+
+
+@pytest.mark.docker
+def test_keeper_ends_the_sandbox_after_its_ttl(docker_client, sandbox_image):
+    name, proc, sess = start_keeper(docker_client, sandbox_image, ttl=3)
+    sess.start()
+    assert sess.run("while :; do :; done &").ok  # busy, and holding stdout
+    assert proc.wait(timeout=60) is not None
+    deadline = time.monotonic() + 60
+    while not gone(docker_client, name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone(docker_client, name)
+    sess.close()
