@@ -226,10 +226,15 @@ class Agent:
             self.transcript.add_user(body)
         else:
             self.transcript.add_tool_result(role.removeprefix("tool: "), body)
-        self.tokens_used += self._count_new()
+        # New text: maybe a closing <|eot_id|>, the message, the next header. Counted piece by
+        # piece (exact: special tokens bound the pieces), so the message's count, already
+        # taken for its budget block, comes from the counter's cache instead of a new request.
+        message = protocol.render_message(role, body)
+        head, _, tail = self.transcript.prompt[self._known:].partition(message)
+        self.tokens_used += sum(self.model.counter.count(piece) for piece in (head, message, tail) if piece)
 
     def _count_new(self) -> int:
-        """Tokens of the prompt beyond what is known: a closing <|eot_id|>, the new message, the next header."""
+        """Tokens of the prompt beyond what is known (the whole first prompt at the start)."""
         return self.model.counter.count(self.transcript.prompt[self._known:])
 
     def _record(self, step: Step, t0: float, model_s: float, command_s: float) -> None:

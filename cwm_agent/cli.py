@@ -28,10 +28,17 @@ app = typer.Typer(
 )
 sandbox_app = typer.Typer(help="Build and manage the sandbox image.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+tasks_app = typer.Typer(help="Make task sets.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
 
 console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
+
+
+IMAGINE_HELP = ("Imagination (CWM servers only): off | log (predict every output, run it anyway, score) | "
+                "lookahead[:K] (K candidate actions, imagine each, let the model pick; K=3) | dream (no sandbox: "
+                "every output imagined).")
 
 
 class UsageProblem(Exception):
@@ -125,6 +132,8 @@ def solve(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object for scripts (implies --quiet)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the model's full reasoning."),
+    imagine: str = typer.Option("off", "--imagine", help=IMAGINE_HELP),
+    imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
 ) -> None:
     """Solve one issue: run an episode in a sandbox copy of the repository and write a patch.
 
@@ -134,6 +143,7 @@ def solve(
 
     Example: `cwm-agent solve --repo ~/src/mylib --issue issue.md --base-url http://gpu-box:8000/v1`
     """
+    from cwm_agent.imagine import ImagineSpec
     from cwm_agent.solve import SolveRequest, run_solve
 
     if format not in (None, "cwm", "chat"):
@@ -150,7 +160,8 @@ def solve(
     except OSError as exc:
         raise UsageProblem(f"cannot create the output folder {out_dir}: {exc.strerror}; pass --out DIR") from None
     repo_dir, issue_text, label = resolve_inputs(repo, issue, task, out_dir)
-    request = SolveRequest(repo=repo_dir, issue=issue_text, label=label, out=out_dir, settings=settings,
+    spec = ImagineSpec.parse(imagine, max_tokens=imagine_tokens)
+    request = SolveRequest(repo=repo_dir, issue=issue_text, label=label, out=out_dir, settings=settings, imagine=spec,
                            apply=apply and not task, host_repo=repo_dir if not task else None)
     code = run_solve(request, console=console, quiet=quiet or json_out, json_out=json_out, verbose=verbose)
     raise typer.Exit(code)
@@ -175,6 +186,8 @@ def eval_command(
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (default 128)."),
     command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
+    imagine: str = typer.Option("off", "--imagine", help=IMAGINE_HELP + " The report adds imagination accuracy per task."),
+    imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
 ) -> None:
     """Run many episodes over a task set, grade them as SWE-bench does, and report.
 
@@ -194,8 +207,11 @@ def eval_command(
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
                              command_timeout=command_timeout, tools="bash-only" if bash_only else None)
     loaded = load_tasks(tasks)
+    from cwm_agent.imagine import ImagineSpec
+
     opts = evaluate.EvalOptions(out=out, workers=workers, attempts=attempts, filter=filter, slice=slice_,
-                                shuffle=shuffle, retry_errors=retry_errors, rerun=rerun, grade=not no_grade)
+                                shuffle=shuffle, retry_errors=retry_errors, rerun=rerun, grade=not no_grade,
+                                imagine=ImagineSpec.parse(imagine, max_tokens=imagine_tokens))
     client = connect_model(settings, console, quiet=False)
     with EvalView(console) as view:
         evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
@@ -221,11 +237,74 @@ def grade(
         if not path.exists():
             raise UsageProblem(f"{path} does not exist")
     docker_client()
-    report = grade_mod.grade_report(predictions, load_tasks(tasks), workers=workers)
+    with console.status("grading") as status:
+        report = grade_mod.grade_report(predictions, load_tasks(tasks), workers=workers,
+                                        on_result=lambda r: status.update(f"graded {r.instance_id}: {r.status}"))
+    written = report.write(predictions.with_name(predictions.stem + ".report.json"))
     if json_out:
-        print(json.dumps(report, indent=2))
-    else:
-        grade_mod.print_report(console, report)
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(title=f"resolved {report.resolved}/{report.submitted} ({report.rate:.1%})")
+    for column in ("instance", "status", "FAIL_TO_PASS", "PASS_TO_PASS", "applied with", "detail"):
+        table.add_column(column)
+    for row in report.rows():
+        style = "green" if row["resolved"] else "yellow"
+        table.add_row(row["instance_id"], f"[{style}]{row['status']}[/]", str(row["fail_to_pass"]),
+                      str(row["pass_to_pass"]), str(row["patch_applied_with"] or ""), row["detail"] or "")
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"[dim]report: {written}[/]")
+
+
+@app.command()
+def serve(
+    model: Optional[str] = typer.Argument(None, help="Model to serve (default: facebook/cwm on a GPU, the embedded model without one)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default; 0.0.0.0 to serve a network)."),
+    tensor_parallel: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to split the model over (default: as needed)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length (default: 131072 when it fits)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the vLLM command and exit."),
+) -> None:
+    """Start vLLM with the right flags for CWM on this machine's GPUs (or the embedded model on a CPU).
+
+    One 80 GB GPU: fp8 weights and KV cache; one 141 GB GPU: bf16 at 131,072 tokens; several
+    GPUs: tensor parallel. Prints the `--base-url` to use and serves until Ctrl-C.
+
+    Example: `cwm-agent serve facebook/cwm --port 8000`
+    """
+    from cwm_agent.serve import ServeError, serve_main
+
+    try:
+        code = serve_main(model, port=port, host=host, tensor_parallel=tensor_parallel,
+                          max_model_len=max_model_len, dry_run=dry_run, out=console.print)
+    except ServeError as exc:
+        raise UsageProblem(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@tasks_app.command("generate")
+def tasks_generate(
+    source: str = typer.Argument("pypi:more-itertools==10.5.0", help="pypi:NAME==VERSION, an sdist, or a project folder with tests."),
+    out: Path = typer.Option(Path("generated-tasks"), "--out", help="Where the task folders go."),
+    count: int = typer.Option(50, "--count", help="Tasks to keep."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the mutation order."),
+    jobs: int = typer.Option(2, "--jobs", help="Test runs in parallel."),
+) -> None:
+    """Make SWE-bench-style tasks from a real project by mutating its code (in the style of SWE-smith).
+
+    Keeps mutants that make tests fail, derives FAIL_TO_PASS and PASS_TO_PASS, writes an issue from
+    the failures, and keeps a task only when its gold patch resolves it and the empty patch does not.
+
+    Example: `cwm-agent tasks generate pypi:more-itertools==10.5.0 --count 50 --out generated-tasks`
+    """
+    from cwm_agent.generate import generate_tasks
+
+    with console.status("generating tasks") as status:
+        made = generate_tasks(source, out, count=count, seed=seed, jobs=jobs,
+                              progress=lambda p: status.update(
+                                  f"kept {p.kept}/{p.target} · tried {p.tried}/{p.candidates} · {p.message[:60]}"))
+    console.print(f"[green]{len(made)} task(s)[/] in {out}; run them with `cwm-agent eval {out}`")
 
 
 @app.command()
@@ -248,6 +327,151 @@ def show(
     except (ValueError, OSError) as exc:
         raise UsageProblem(f"cannot read {path}: {exc}") from None
     render_trajectory(console, data, verbose=verbose)
+
+
+def _cwm_model(base_url: Optional[str], model: Optional[str], api_key: Optional[str], format: Optional[str], what: str):
+    """A CWM completions client for traces and the debugger (the embedded model cannot do them)."""
+    if not base_url:
+        raise UsageProblem(f"{what} needs CWM: pass --base-url of a vLLM serving it, e.g. http://gpu-box:8000/v1")
+    from cwm_agent.model import connect
+
+    settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format)
+    return connect(base_url=settings.base_url, model=settings.model, api_key=settings.api_key,
+                   format=settings.format, retries=settings.retries)
+
+
+@app.command()
+def trace(
+    file: Path = typer.Argument(..., help="The Python file whose functions to trace."),
+    call: str = typer.Option(..., "--call", help="The entry call, e.g. 'f(\"a\")' (evaluated against the file's functions)."),
+    entry: Optional[str] = typer.Option(None, "--entry", help="Trace from this function (default: the one the call names)."),
+    predict: bool = typer.Option(False, "--predict", help="Ask the model for the same trace, frame by frame, and score it (needs --base-url)."),
+    teacher_forcing: bool = typer.Option(False, "--teacher-forcing", help="With --predict: predict each frame from the true frames before it."),
+    halt_steps: Optional[int] = typer.Option(None, "--halt-steps", help="Does the call return within N steps? (and the model's answer, with --predict)"),
+    max_steps: int = typer.Option(10_000, "--max-steps", help="Stop the ground truth after this many frames."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds the traced call may run."),
+    temperature: float = typer.Option(0.6, "--temperature", help="Sampling temperature of predicted frames (CWM's demo: 0.6)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="vLLM endpoint serving CWM, ending in /v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm (needed; default when the id contains 'cwm')."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (frames, prediction, metrics)."),
+    raw: bool = typer.Option(False, "--raw", help="Print the prompt and the trace exactly as CWM reads them."),
+) -> None:
+    """Ground-truth execution trace of a call in CWM's trace format, and the model's prediction next to it.
+
+    With --predict, reports CWM's metrics: per-step state and line exact match, the first
+    divergence, and whether the return value matches.
+
+    Example: `cwm-agent trace demo.py --call 'f("a")' --predict --base-url http://gpu-box:8000/v1`
+    """
+    from cwm_agent import trace_predict, trace_view
+    from cwm_agent.trace import halts_within, run_trace
+
+    if not file.is_file():
+        raise UsageProblem(f"no file {file}; pass the Python file whose function to trace")
+    if halt_steps is not None and halt_steps < 1:
+        raise UsageProblem("--halt-steps must be at least 1")
+    client = _cwm_model(base_url, model, api_key, format, "--predict") if predict else None
+    truth = run_trace(file, call, entry=entry, max_steps=max_steps, timeout=timeout)
+    if truth.entry_function is None:
+        raise UsageProblem(f"{call} never entered a function of {file} ({truth.error or truth.stop_reason}); "
+                           "pass a call of a function defined there")
+    report = None
+    if client is not None:
+        predictor = trace_predict.FramePredictor(client, temperature=temperature)
+        report = trace_predict.compare_with_model(truth, predictor, teacher_forcing=teacher_forcing,
+                                                  halt_steps=halt_steps)
+    halt = report.get("halt") if report else None
+    if halt_steps is not None and halt is None:
+        halt = {"steps": halt_steps, "truth": halts_within(file, call, halt_steps, timeout=timeout)}
+    if json_out:
+        print(trace_predict.report_json({"file": str(file), "call": call, "truth": trace_predict.truth_dict(truth),
+                                         **(report or {}), **({"halt": halt} if halt else {})}))
+    elif raw:
+        print(truth.prompt + truth.text)
+        if report:
+            print("\n--- model ---\n" + report["prompt"] + "".join(report["given"]) + report["prediction"]["text"])
+    else:
+        trace_view.render(console, truth, report, halt=halt)
+
+
+@app.command("debug")
+def debug_command(
+    file: Path = typer.Argument(..., help="The Python file; mark the function to start from with `# << START_OF_TRACE`."),
+    call: Optional[str] = typer.Option(None, "--call", help="Bind the arguments by running this call, e.g. 'f(\"a\")' (default: the model samples them)."),
+    entry: Optional[str] = typer.Option(None, "--entry", help="Start from this function instead of the marked one."),
+    command: Optional[list[str]] = typer.Option(None, "--command", "-x", help="Run this debugger command first (repeatable)."),
+    temperature: float = typer.Option(0.6, "--temperature", help="Sampling temperature of predicted frames."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds the real run (ground truth) may take."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="vLLM endpoint serving CWM, ending in /v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm (needed; default when the id contains 'cwm')."),
+) -> None:
+    """The neural debugger: pdb-style stepping through frames CWM predicts.
+
+    Commands: step, next (forces a call's return), out, continue, back, print, set NAME VALUE,
+    reset, list, where, break, help, quit. Where the program can run with the same arguments,
+    every frame is marked where the prediction and the real run part. Commands come from -x,
+    then from stdin (a prompt when it is a terminal).
+
+    Example: `cwm-agent debug demo.py --call 'f("a")' --base-url http://gpu-box:8000/v1`
+    """
+    from cwm_agent.debugger import NeuralDebugger
+    from cwm_agent.trace_predict import FramePredictor
+
+    if not file.is_file():
+        raise UsageProblem(f"no file {file}; pass the Python file to debug")
+    client = _cwm_model(base_url, model, api_key, format, "the neural debugger")
+    debugger = NeuralDebugger(FramePredictor(client, temperature=temperature), file, console=console,
+                              entry=entry, call=call, timeout=timeout)
+    debugger.show_start()
+    debugger.run(command or [])
+    if debugger.quit:
+        return
+    if sys.stdin.isatty():
+        debugger.interact()
+    else:
+        debugger.run(line.rstrip("\n") for line in sys.stdin)
+
+
+@app.command("imagine-report")
+def imagine_report(
+    trajectories: list[Path] = typer.Argument(..., help="trajectory.json files, or folders holding them (searched recursively)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Imagination accuracy by command kind (ls/cat/grep, tests, python, git, other) over saved trajectories.
+
+    Example: `cwm-agent imagine-report cwm-runs/eval/instances/`
+    """
+    from cwm_agent import imagine
+
+    try:
+        data = imagine.report(trajectories)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageProblem(str(exc)) from None
+    if json_out:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"imagination accuracy · {data['with_imagination']} of {data['trajectories']} trajectories "
+                        "imagined something")
+    for name in ("command kind", "turns", "scored", "exact", "line similarity", "first line", "error/timeout",
+                 "+tokens/turn"):
+        table.add_column(name, justify="left" if name == "command kind" else "right")
+
+    def row(name: str, s: dict) -> list[str]:
+        pct = [("-" if s[k] is None else f"{s[k]:.0%}") for k in ("exact", "line_similarity", "first_line",
+                                                                  "error_agreement")]
+        tokens = f"{s['prompt_tokens_per_turn']:,.0f} / {s['completion_tokens_per_turn']:,.0f}"
+        return [name, str(s["turns"]), str(s["scored"]), *pct, tokens]
+
+    for kind, summary in data["by_kind"].items():
+        table.add_row(*row(kind, summary))
+    table.add_row(*row("all", data["overall"]), style="bold")
+    console.print(table)
+    console.print("[dim]+tokens/turn: extra prompt / completion tokens the imagination requests cost per turn[/]")
+
 
 
 @app.command()
@@ -338,7 +562,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         from cwm_agent.sandbox.patch import PatchError
         from cwm_agent.tasks import TaskError
 
-        errors += [ModelError, PatchError, TaskError]
+        from cwm_agent.grade import GradeError
+        from cwm_agent.swebench_export import ExportError
+
+        errors += [ModelError, PatchError, TaskError, GradeError, ExportError]
     except ImportError:
         pass
     return tuple(errors)

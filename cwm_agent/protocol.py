@@ -579,6 +579,10 @@ def budgeted_tool_result(
     else:
         tokens = count(frame(first))
     remaining, seen = room - tokens, {room}
+    if len(str(remaining)) == len(str(room)):
+        # Tokenizers split numbers into fixed digit groups (Llama-3: threes), so a number of the
+        # same width costs the same tokens: the first count is already exact. Saves a request.
+        return body(remaining)
     for _ in range(8):
         tokens = count(frame(body(remaining)))
         following = room - tokens

@@ -266,9 +266,9 @@ def imagination_view(step: Step, lines: int = OBSERVATION_LINES):
         chosen = (imagined.get("choice") or {}).get("index")
         table = Table(title=f"lookahead: {len(candidates)} candidates, choice by "
                             f"{(imagined.get('choice') or {}).get('source', '?')}", expand=True, show_lines=True)
-        table.add_column("#", width=3)
-        table.add_column("action")
-        table.add_column("imagined output")
+        table.add_column("#", no_wrap=True)
+        table.add_column("action", ratio=1)
+        table.add_column("imagined output", ratio=1)
         for entry in candidates:
             action = entry.get("action")
             shown = one_line(action["body"], 60) if action else f"({entry.get('error', 'no action')})"

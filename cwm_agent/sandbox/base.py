@@ -11,22 +11,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
+from cwm_agent import protocol
+
 DEFAULT_REPO_ROOT = "/testbed"
 DEFAULT_COMMAND_TIMEOUT = 120.0
 OUTPUT_LIMIT = 480 * 1024  # bytes of merged stdout+stderr per command
 
-TIMEOUT_FEEDBACK = (
-    "The current session has terminated due to timeout. A fresh session has started "
-    "with the current working directory reset to default."
-)
-OVERFLOW_FEEDBACK = (
-    "The current session has terminated because your previous command produced too much "
-    "output. A fresh session has started with the current working directory reset to default."
-)
-DIED_FEEDBACK = (
-    "The current session has terminated unexpectedly. A fresh session has started with "
-    "the current working directory reset to default."
-)
+# CWM's restart notices live with the other protocol literals.
+TIMEOUT_FEEDBACK = protocol.SESSION_TIMEOUT
+OVERFLOW_FEEDBACK = protocol.SESSION_OUTPUT_LIMIT
+DIED_FEEDBACK = protocol.SESSION_DIED
 
 Status = Literal["ok", "timeout", "overflow", "died"]
 
