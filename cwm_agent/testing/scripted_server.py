@@ -266,6 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
     # streamed bodies use chunked transfer encoding.
     protocol_version = "HTTP/1.1"
     server_version = "scripted-vllm/0.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, the client's
+    # delayed ACK would hold every answer back ~40 ms (uvicorn sets TCP_NODELAY too).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
         pass
