@@ -159,15 +159,17 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     patch = episode.submission or ""
     resolved = status = None
     warnings: list[str] = []
+    timings = dict(episode.timings)
     if grade and not imagine.dream and not episode.exit.infrastructure and episode.exit is not Exit.INTERRUPTED:
         from cwm_agent.grade import grade_task
 
         verdict = grade_task(task, patch)
         resolved, status, warnings = verdict.resolved, verdict.status, list(verdict.warnings)
         (folder / "log.txt").write_text(verdict.log, encoding="utf-8")
+        timings["grade"] = verdict.seconds
     return AttemptResult(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
                          patch, resolved, status, warnings, episode.turns, episode.tokens,
-                         time.monotonic() - started, episode.timings,
+                         time.monotonic() - started, timings,
                          imagination.summary() if imagination else None)
 
 

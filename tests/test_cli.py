@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,3 +104,17 @@ def test_sandbox_build_is_cached_by_recipe(docker_client, sandbox_image):
     out = run("sandbox", "build", env={"COLUMNS": "250"})
     assert out.returncode == 0, out.stderr
     assert sandbox_image in out.stdout and "MB" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_readme_main_command_runs_to_a_named_exit_with_the_embedded_model(tmp_path, docker_client, sandbox_image):
+    # The README's first command, shortened to two turns: the toy model will not solve the task,
+    # but the episode must end cleanly with a named exit and a trajectory.
+    out = run("solve", "--task", "demo", "--max-turns", "2", "--json", "--out", str(tmp_path / "run"), timeout=1500)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["exit"] in ("turn_limit", "format_errors")
+    trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
+    assert trajectory["model"]["name"].startswith("SmolLM2") and len(trajectory["steps"]) == 2
+    assert docker_client.containers.list(all=True, filters={"label": f"cwm-agent={trajectory['task']['run_id']}"}) == []
