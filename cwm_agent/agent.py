@@ -156,7 +156,7 @@ class Agent:
         # Length of the transcript text already sent or received: what lies beyond it is new,
         # both for the trajectory's prompt deltas and for token counting.
         self._known = 0
-        self.tokens_used = self._count_new()
+        self.tokens_used = count(self.transcript.prompt)
 
     def _step(self, turn: int) -> tuple[Step, str | None]:
         t0 = time.perf_counter()
@@ -232,10 +232,6 @@ class Agent:
         message = protocol.render_message(role, body)
         head, _, tail = self.transcript.prompt[self._known:].partition(message)
         self.tokens_used += sum(self.model.counter.count(piece) for piece in (head, message, tail) if piece)
-
-    def _count_new(self) -> int:
-        """Tokens of the prompt beyond what is known (the whole first prompt at the start)."""
-        return self.model.counter.count(self.transcript.prompt[self._known:])
 
     def _record(self, step: Step, t0: float, model_s: float, command_s: float) -> None:
         step.tokens["context_used"] = self.tokens_used
