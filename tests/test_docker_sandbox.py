@@ -211,6 +211,44 @@ def test_a_linked_worktree_is_copied_with_its_own_head(docker_client, sandbox_im
         assert out(sandbox, "git status --porcelain") == ""
 
 
+HOST_CHANGES = {
+    "staged git rm": [["rm", "-q", "a.txt"]],
+    "staged git mv": [["mv", "b.txt", "c.txt"]],
+    "unstaged rm": [],  # d.txt deleted from the work tree only
+    "git rm --cached": [["rm", "-q", "--cached", "keep.txt"]],  # still in the work tree
+    "all at once": [["rm", "-q", "a.txt"], ["mv", "b.txt", "c.txt"], ["rm", "-q", "--cached", "keep.txt"]],
+}
+
+
+def repo_with_change(root: Path, change: str) -> tuple[Path, list[str]]:
+    """A committed repository, then `change` made on the host. Returns it and what its
+    work tree holds ("path:content" lines, as `grep -r ''` prints them)."""
+    repo = root / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for name in ("a.txt", "b.txt", "d.txt", "keep.txt"):
+        (repo / name).write_text(name[0] + "\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "base")
+    for args in HOST_CHANGES[change]:
+        git(repo, *args)
+    if change in ("unstaged rm", "all at once"):
+        (repo / "d.txt").unlink()
+    files = sorted(f"./{p.name}:{p.read_text().strip()}" for p in repo.iterdir() if p.is_file())
+    return repo, files
+
+
+@pytest.mark.parametrize("change", list(HOST_CHANGES))
+def test_deletions_and_renames_on_the_host_are_the_starting_state(docker_client, sandbox_image, tmp_path, change):
+    repo, files = repo_with_change(tmp_path, change)
+    with DockerSandbox(sandbox_image, repo=repo, client=docker_client) as sandbox:
+        assert out(sandbox, "grep -r '' --exclude-dir=.git . | sort").splitlines() == files
+        tracked = sorted(line.split(":")[0][2:] for line in files)
+        assert out(sandbox, "git ls-tree -r --name-only HEAD").splitlines() == tracked
+        assert out(sandbox, "git status --porcelain") == ""
+        assert sandbox.diff() == ""
+
+
 @pytest.fixture
 def swebench_like_image(docker_client, sandbox_image):
     """An image with the repository already at /testbed, checked out (detached) at an

@@ -169,6 +169,43 @@ def test_timeout_kills_and_restarts_in_the_repo_root(session):
 
 
 @pytest.mark.docker
+def test_the_keepers_own_stderr_goes_nowhere_the_sessions_to_the_output(session):
+    # bash reports each job the keeper kills on a restart ("cwm-keeper: line 38: 83 Killed
+    # ( exec 8>&-; read ... )") on the keeper's stderr: it must not be the session's stream.
+    assert session.run("readlink /proc/$PPID/fd/2").output == "/dev/null\n"
+    assert session.run("tr '\\0' ' ' < /proc/$PPID/cmdline").output.startswith("/bin/bash -c")
+    # ...while the session's own stderr, after a restart too, is part of the output.
+    assert session.run("sleep 30", timeout=1).status == "timeout"
+    assert session.run("echo out; echo err >&2; ls /no-such-path").output == (
+        "out\nerr\nls: cannot access '/no-such-path': No such file or directory\n")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", ["sleep 30 & sleep 30", "yes", "exit"])
+def test_ten_restarts_in_a_row_leave_nothing_in_the_next_output(session, command):
+    # Each restart kills the session and the keeper's own timer job; nothing of that
+    # (job notices, the old session's output) may reach the next command's output.
+    for _ in range(10):
+        result = session.run(command, timeout=1)
+        assert result.status in ("timeout", "overflow", "died"), result
+        assert session.run("echo ok").output == "ok\n"
+
+
+@pytest.mark.docker
+def test_the_fresh_session_starts_once_every_killed_process_has_exited(session):
+    # A killed process can still write what it was writing (8 KiB of `yes` came after the
+    # next command's output), so the keeper waits for the old processes to be gone. One
+    # with 300 MB to free takes a while to exit: it must not be around in the fresh session.
+    big = "b = b'x' * (300 << 20); open('/tmp/big', 'w').close(); import time; time.sleep(300)"
+    started = session.run(f"rm -f /tmp/big; python3 -c \"{big}\" >/dev/null 2>&1 & "
+                          "for i in $(seq 1200); do [ -e /tmp/big ] && break; sleep 0.05; done; ls /tmp/big",
+                          timeout=90)
+    assert started.output == "/tmp/big\n"
+    assert session.run("sleep 30", timeout=1).status == "timeout"
+    assert session.run("ps -eo stat=,comm= | grep -v '^Z' | grep -c python3 || true").output == "0\n"
+
+
+@pytest.mark.docker
 @pytest.mark.parametrize("command", ["exit", "exit 7", "kill -9 $$", "set -e; false"])
 def test_death_of_the_shell_is_reported_and_recovered(session, command):
     assert session.run("cd /tmp").ok

@@ -48,7 +48,7 @@ from types import TracebackType
 
 from cwm_agent.sandbox import image
 from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, CommandResult, SandboxError
-from cwm_agent.sandbox.docker import RepoCopy, setup_script
+from cwm_agent.sandbox.docker import DIFF_SCRIPT, RepoCopy, setup_script
 from cwm_agent.sandbox.session import DEFAULT_TTL, PipeTransport, Session, SessionBroken, keeper_argv
 
 log = logging.getLogger(__name__)
@@ -283,10 +283,10 @@ class BwrapSandbox:
             rel = os.path.relpath(path, self.repo_root) if path.startswith("/") else path
             if not rel.startswith(".."):
                 paths.append(f":(exclude){rel}")
-        code, out = self._exec(["bash", "-c", DIFF_SCRIPT, "diff", self.base_commit, *paths], timeout=600)
+        code, out, err = self._exec(["bash", "-c", DIFF_SCRIPT, "diff", self.base_commit, *paths], timeout=600)
         if code != 0:
             raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
-                               f"{out.decode(errors='replace').strip()[-500:]}")
+                               f"{(err or out).decode(errors='replace').strip()[-500:]}")
         return out.decode("utf-8", errors="replace")
 
     def close(self) -> None:
@@ -311,15 +311,14 @@ class BwrapSandbox:
 
     # --- start and stop --------------------------------------------------------------------
 
-    def _popen(self, command: Sequence[str], **kw) -> subprocess.Popen[bytes]:
+    def _popen(self, command: Sequence[str], *, info_fd: int | None = None,
+               stderr: int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
         home = self.work_dir / "home"
-        info = kw.pop("info_fd", None)
         argv = bwrap_argv(self.bwrap, self.rootfs, self.testbed, home, command=command,
-                          repo_root=self.repo_root, info_fd=info)
+                          repo_root=self.repo_root, info_fd=info_fd)
         try:
-            return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT,
-                                    pass_fds=(info,) if info is not None else (), **kw)
+            return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                    pass_fds=(info_fd,) if info_fd is not None else ())
         except OSError as exc:
             raise SandboxError(f"cannot run {self.bwrap}: {exc}") from exc
 
@@ -392,28 +391,17 @@ class BwrapSandbox:
             self.close()
             raise
 
-    def _exec(self, argv: list[str], *, timeout: float) -> tuple[int, bytes]:
-        """Run a program in a second bwrap over the same files, beside the session."""
-        proc = self._popen(argv)
+    def _exec(self, argv: list[str], *, timeout: float) -> tuple[int, bytes, bytes]:
+        """Run a program in a second bwrap over the same files, beside the session; its
+        exit code, stdout and stderr (apart, so warnings never land in a patch)."""
+        proc = self._popen(argv, stderr=subprocess.PIPE)
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
             raise SandboxError(f"{argv[0]} in the sandbox took longer than {timeout:.0f} s") from None
-        return proc.returncode, out
-
-
-# The work tree against the base commit through a throw-away index: new files
-# included, the model's own index untouched. $1: base commit; then pathspecs.
-DIFF_SCRIPT = (
-    'set -e; index=$(mktemp); trap \'rm -f "$index"\' EXIT; '
-    'real=$(git rev-parse --git-path index); [ ! -f "$real" ] || cp "$real" "$index"; '
-    'export GIT_INDEX_FILE="$index"; git add -A 2>/dev/null; '
-    'base=$1; shift; '
-    'git -c core.quotepath=false diff --cached --binary --no-color --no-ext-diff --no-textconv '
-    '--src-prefix=a/ --dst-prefix=b/ "$base" -- . "$@"'
-)
+        return proc.returncode, out, err
 
 
 def _read_child_pid(fd: int, proc: subprocess.Popen[bytes]) -> int:

@@ -401,8 +401,17 @@ def setup_script(root: str, *, commit_date: int, dirty: list[str] | None = None)
     elif len(dirty) > MAX_LISTED_PATHS:
         starting = "git add -A\ncommit_base"
     else:
+        # A listed path that is not in the work tree leaves the index (`git rm --cached`
+        # does nothing when a staged `git rm` or `git mv` already took it out, where `git
+        # add` would fail: "pathspec did not match any files"); the others are added.
         listed = " ".join(quote(path) for path in dirty)
-        starting = f"git --literal-pathspecs add -A -- {listed}\ncommit_base"
+        starting = f"""here=() gone=()
+for path in {listed}; do
+  if [ -e "$path" ] || [ -L "$path" ]; then here+=("$path"); else gone+=("$path"); fi
+done
+[ ${{#gone[@]}} -eq 0 ] || git --literal-pathspecs rm -q -r --cached --ignore-unmatch -- "${{gone[@]}}"
+[ ${{#here[@]}} -eq 0 ] || git --literal-pathspecs add -A -- "${{here[@]}}"
+commit_base"""
     return f"""builtin cd -- {quote(root)} || exit 1
 git config --global user.name {quote(name)}
 git config --global user.email {quote(email)}
@@ -433,6 +442,21 @@ reachable=$(git rev-list --objects --all --indexed-objects | wc -l)
 if [ "$stored" -ne "$reachable" ]; then git gc --prune=now --quiet; fi
 echo "BASE=$(git rev-parse HEAD)"
 )"""
+
+
+# `diff()`, in DockerSandbox and BwrapSandbox alike: the work tree against the base commit
+# through a throw-away index, so new files are included and the model's own index is left
+# alone. $1: the base commit; then pathspecs (excludes). Only the patch goes to stdout.
+DIFF_SCRIPT = (
+    'set -e; index=$(mktemp); trap \'rm -f "$index"\' EXIT; '
+    # Refresh the stat data first (content unchanged), so git hashes only what changed.
+    'git update-index -q --refresh >/dev/null 2>&1 || true; '
+    'real=$(git rev-parse --git-path index); [ ! -f "$real" ] || cp "$real" "$index"; '
+    'export GIT_INDEX_FILE="$index"; git add -A; '
+    'base=$1; shift; '
+    'git -c core.quotepath=false diff --cached --binary --no-color --no-ext-diff --no-textconv '
+    '--src-prefix=a/ --dst-prefix=b/ "$base" -- . "$@"'
+)
 
 
 # --- the sandbox -----------------------------------------------------------------------------
@@ -499,6 +523,8 @@ class DockerSandbox:
         self.base_commit = ""
         self.container_id = ""
         self.rebuilds = 0
+        # Seconds from the start of the last (re)build to each step's end, for benchmarks.
+        self.start_timings: dict[str, float] = {}
         self._session: Session | None = None
         self._closed = False
         self._commit_date = int(time.time())  # fixed, so a rebuild makes the same base commit
@@ -537,17 +563,7 @@ class DockerSandbox:
                 if rel.startswith(".."):
                     continue  # outside the repository: never in the diff anyway
             paths.append(f":(exclude){rel}")
-        script = (
-            'set -e; index=$(mktemp); trap \'rm -f "$index"\' EXIT; '
-            # Refresh the stat data first (content unchanged), so git hashes only what changed.
-            'git update-index -q --refresh >/dev/null 2>&1 || true; '
-            'real=$(git rev-parse --git-path index); [ ! -f "$real" ] || cp "$real" "$index"; '
-            'export GIT_INDEX_FILE="$index"; git add -A; '
-            'base=$1; shift; '
-            'git -c core.quotepath=false diff --cached --binary --no-color --no-ext-diff --no-textconv '
-            '--src-prefix=a/ --dst-prefix=b/ "$base" -- . "$@"'
-        )
-        code, out, err = self._exec(["bash", "-c", script, "diff", self.base_commit, *paths], timeout=600)
+        code, out, err = self._exec(["bash", "-c", DIFF_SCRIPT, "diff", self.base_commit, *paths], timeout=600)
         if code != 0:
             raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
                                f"{err.decode(errors='replace').strip()[-500:]}")
@@ -582,6 +598,8 @@ class DockerSandbox:
         the engine locks the container for it.)"""
         import docker.errors
 
+        began = time.monotonic()
+        timings = self.start_timings = {}
         copy = RepoCopy(self.repo, self.repo_root) if self.repo is not None else None
         chunks, cancel = copy.stream() if copy is not None else (None, None)
         upload: threading.Thread | None = None
@@ -601,6 +619,7 @@ class DockerSandbox:
                                         params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
                 stream = DockerStream(raw)
                 api.start(self.container_id)
+                timings["container started"] = time.monotonic() - began
             except docker.errors.DockerException as exc:
                 raise SandboxError(f"could not start a sandbox container from {self.image}: {exc}") from exc
             if chunks is not None:
@@ -620,8 +639,10 @@ class DockerSandbox:
                           repo_root=self.repo_root, command_timeout=self.command_timeout)
         self._session = session
         session.start()
+        timings["keeper ready"] = time.monotonic() - began
         if upload is not None:
             upload.join()
+            timings["repository copied"] = time.monotonic() - began
             if upload_error:
                 raise SandboxError(f"copying {self.repo} into the sandbox failed: {upload_error[0]}") from upload_error[0]
         script = setup_script(self.repo_root, commit_date=self._commit_date,
@@ -632,6 +653,7 @@ class DockerSandbox:
             raise SandboxError(f"the sandbox start-up (git setup in {self.repo_root}) failed: "
                                f"{result.feedback.strip()[-800:]}")
         self.base_commit = found.group(1)
+        timings["set up"] = time.monotonic() - began
 
     def _container_spec(self) -> dict[str, Any]:
         api = self.client.api

@@ -7,9 +7,13 @@ Two programs sit at the far end of the stream, both bash:
   runs a model command. It starts a session, and on SIGUSR1 kills every process
   in the sandbox except itself and pid 1 (`kill -9 -1`: one syscall, atomic
   against fork bombs, since a process that was sent SIGKILL cannot fork any
-  more), then starts a fresh session in the repo root. It tells us what happened
-  with marker lines that carry a random token sent as the first line on stdin
-  (never in argv or the environment, so `ps` and `env` cannot leak it):
+  more), waits until each of them has exited (one killed inside a write() still
+  finishes it), then starts a fresh session in the repo root. Its own stderr is
+  /dev/null: bash reports each job it kills there ("Killed ..."), and that must
+  not reach the next command's output (the session's stderr is its stdout).
+  It tells us what happened with marker lines that carry a random token sent as
+  the first line on stdin (never in argv or the environment, so `ps` and `env`
+  cannot leak it):
   `\\n<token> ready <gen>\\n` after each start, `\\n<token> died <gen>\\n` when the
   session's bash exits by itself (`exit`, `kill -9 $$`, OOM...). It exits when
   its stdin reaches EOF (the agent is gone: the kernel closed its socket, even
@@ -76,8 +80,28 @@ __k_drain() {
   done
   return 0
 }
+__k_gone() {
+  # SIGKILL takes effect on a process's way out of the kernel: one killed while it waits
+  # for the pipe's lock inside write() still completes that write after kill returns (8 KiB
+  # of `yes` then came after the next command's output). So wait, up to about 5 s, until
+  # every process but pid 1 and us has exited (a zombie writes nothing), killing again.
+  local __k_p __k_s __k_n
+  for (( __k_n = 0; __k_n < 2500; __k_n++ )); do
+    for __k_p in /proc/[0-9]*; do
+      __k_p=${__k_p#/proc/}
+      [[ $__k_p == *[!0-9]* ]] && continue
+      (( __k_p == 1 || __k_p == $$ )) && continue
+      IFS= read -r __k_s < "/proc/$__k_p/stat" || continue
+      __k_s=${__k_s##*) }
+      [[ $__k_s == [ZX]* ]] && continue
+      kill -9 -1 2>/dev/null; read -t 0.002 -u 7; continue 2
+    done
+    return 0
+  done
+}
 __k_spawn() {
   kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null
+  __k_gone
   __k_drain
   __k_gen=$((__k_gen + 1)) __k_timer=0
   # (An explicit 0<&0: bash gives background jobs /dev/null as stdin otherwise.)
