@@ -290,6 +290,9 @@ def tasks_generate(
     count: int = typer.Option(50, "--count", help="Tasks to keep."),
     seed: int = typer.Option(0, "--seed", help="Seed of the mutation order."),
     jobs: int = typer.Option(2, "--jobs", help="Test runs in parallel."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Cap in seconds on one test-suite run of a mutant."),
+    max_per_function: int = typer.Option(1, "--max-per-function", help="Tasks per function or class, for variety."),
+    verify: str = typer.Option("auto", "--verify", help="Who checks gold and empty patches: docker (the grader, in the sandbox image) | local | auto."),
 ) -> None:
     """Make SWE-bench-style tasks from a real project by mutating its code (in the style of SWE-smith).
 
@@ -300,8 +303,11 @@ def tasks_generate(
     """
     from cwm_agent.generate import generate_tasks
 
+    if verify not in ("auto", "local", "docker"):
+        raise UsageProblem(f"--verify must be auto, local or docker, not {verify!r}")
     with console.status("generating tasks") as status:
-        made = generate_tasks(source, out, count=count, seed=seed, jobs=jobs,
+        made = generate_tasks(source, out, count=count, seed=seed, jobs=jobs, timeout_per_mutant=timeout,
+                              max_per_function=max_per_function, verify=verify,  # type: ignore[arg-type]
                               progress=lambda p: status.update(
                                   f"kept {p.kept}/{p.target} · tried {p.tried}/{p.candidates} · {p.message[:60]}"))
     console.print(f"[green]{len(made)} task(s)[/] in {out}; run them with `cwm-agent eval {out}`")
@@ -562,10 +568,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         from cwm_agent.sandbox.patch import PatchError
         from cwm_agent.tasks import TaskError
 
+        from cwm_agent.generate import GenerateError
         from cwm_agent.grade import GradeError
         from cwm_agent.swebench_export import ExportError
 
-        errors += [ModelError, PatchError, TaskError, GradeError, ExportError]
+        errors += [ModelError, PatchError, TaskError, GradeError, ExportError, GenerateError]
     except ImportError:
         pass
     return tuple(errors)

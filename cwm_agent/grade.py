@@ -84,6 +84,9 @@ EVAL_TYPE = "pass_and_fail"
 DEFAULT_TIMEOUT = 1800.0  # seconds for the eval script, the official default
 CONTAINER_LABEL = "cwm-agent"  # every container we start carries it (cwm-agent cleanup)
 CONTAINER_GRACE = 600  # seconds a grading container may live beyond the test timeout
+# A runaway mutant or model patch can make pytest grow without bound (15.6 GB was
+# seen while generating tasks): it fails its tests instead of starving the host.
+GRADE_MEMORY = "8g"
 
 TEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL", "XPASS")
 SWEBENCH_STATUSES = TEST_STATUSES[:-1]  # what swebench's TestStatus knows: no XPASS
@@ -556,6 +559,7 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
             image, command=["sleep", str(ttl)], name=_container_name(task.instance_id),
             init=True,  # stops at once
             network_mode="none", pids_limit=4096, working_dir=REPO_ROOT, user="root",
+            mem_limit=GRADE_MEMORY, memswap_limit=GRADE_MEMORY,
             labels={**_owner_labels(ttl), f"{CONTAINER_LABEL}.instance": task.instance_id},
         )
     except docker.errors.ImageNotFound:

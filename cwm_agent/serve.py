@@ -554,34 +554,31 @@ def serve_main(
 ) -> int:
     """What `cwm-agent serve` does: plan, prepare, start, print the --base-url, serve until Ctrl-C.
 
-    Returns the exit status; `dry_run` prints the plan and the command only.
+    Returns the exit status; `dry_run` prints the plan and the command only. An impossible
+    plan or a server that does not come up raises ServeError (the CLI's exit 2).
     """
     say = lambda message: out(f"serve: {message}")  # noqa: E731
-    try:
-        gpus = detect_gpus()
-        serve_plan = plan(model, gpus=gpus, tensor_parallel=tensor_parallel,
-                          max_model_len=max_model_len, port=port, host=host)
-        for note in serve_plan.notes:
-            say(note)
-        if dry_run:
-            out(serve_plan.shell())
-            return 0
-        serve_plan = prepare(model, gpus=gpus, port=port, host=host, tensor_parallel=tensor_parallel,
-                             max_model_len=max_model_len, log=say)
-        log_path = log_path or default_log_path(port)
-        say(serve_plan.shell())
-        say(f"log in {log_path}; waiting for {serve_plan.base_url[: -len('/v1')]}/health")
-        last = [0.0]
+    gpus = detect_gpus()
+    serve_plan = plan(model, gpus=gpus, tensor_parallel=tensor_parallel,
+                      max_model_len=max_model_len, port=port, host=host)
+    for note in serve_plan.notes:
+        say(note)
+    if dry_run:
+        out(serve_plan.shell())
+        return 0
+    serve_plan = prepare(model, gpus=gpus, port=port, host=host, tensor_parallel=tensor_parallel,
+                         max_model_len=max_model_len, log=say)
+    log_path = log_path or default_log_path(port)
+    say(serve_plan.shell())
+    say(f"log in {log_path}; waiting for {serve_plan.base_url[: -len('/v1')]}/health")
+    last = [0.0]
 
-        def progress(seconds: float, line: str) -> None:
-            if seconds - last[0] >= 30:  # a line every half minute, not every poll
-                last[0] = seconds
-                say(f"still starting ({seconds:.0f} s): {line[:120]}")
+    def progress(seconds: float, line: str) -> None:
+        if seconds - last[0] >= 30:  # a line every half minute, not every poll
+            last[0] = seconds
+            say(f"still starting ({seconds:.0f} s): {line[:120]}")
 
-        handle = start(serve_plan, log_path=log_path, timeout=timeout, on_progress=progress)
-    except ServeError as exc:
-        out(f"error: {exc}")
-        return 1
+    handle = start(serve_plan, log_path=log_path, timeout=timeout, on_progress=progress)
     say(f"ready after {handle.started_seconds:.0f} s; point the agent at it with:")
     out(f"--base-url {handle.base_url}")
     # vLLM runs in its own session (so that stop() reaches its engine process): a
@@ -596,8 +593,7 @@ def serve_main(
         return 0
     finally:
         _restore(previous)
-    out(f"error: vLLM exited with status {handle.process.returncode}; the end of {log_path}:\n{handle.log_tail()}")
-    return 1
+    raise ServeError(f"vLLM exited with status {handle.process.returncode}; the end of {log_path}:\n{handle.log_tail()}")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -292,11 +293,14 @@ def test_serve_main_dry_run_prints_the_plan_and_command(monkeypatch, tmp_path):
     assert any("no GPU" in line for line in lines[:-1])
 
 
-def test_serve_main_reports_an_impossible_plan_as_an_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    lines: list[str] = []
-    assert serve.serve_main("facebook/cwm", out=lines.append) == 1
-    assert lines[-1].startswith("error: ") and "needs GPUs" in lines[-1]
+def test_an_impossible_plan_is_one_line_and_exit_2(tmp_path):
+    # Through the real console script: no nvidia-smi on PATH, so CWM cannot be served here.
+    env = {**os.environ, "PATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "cwm_agent.cli", "serve", "facebook/cwm", "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "needs GPUs" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_interrupt_while_waiting_stops_the_server(tmp_path):
