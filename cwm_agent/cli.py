@@ -534,14 +534,14 @@ def sandbox_build(
 
 @app.command()
 def cleanup() -> None:
-    """Remove containers left behind by killed runs (label `cwm-agent`).
+    """Remove containers (label `cwm-agent`) and repository copies left behind by killed runs.
 
     Example: `cwm-agent cleanup`
     """
     from cwm_agent.sandbox.docker import cleanup_orphans
 
-    removed = cleanup_orphans(docker_client())
-    console.print(f"removed {removed} container(s)")
+    containers, copies = cleanup_orphans(docker_client())
+    console.print(f"removed {containers} container(s) and {copies} repository cop{'y' if copies == 1 else 'ies'}")
 
 
 def docker_client():

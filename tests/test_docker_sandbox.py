@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 
 from cwm_agent.sandbox.base import DockerUnavailable, Sandbox, SandboxError
 from cwm_agent.sandbox.docker import (
+    COPY_ENV,
     EXPIRES_LABEL,
     LABEL,
     OWNER_LABEL,
@@ -82,8 +86,10 @@ def host_repo(tmp_path: Path) -> dict:
     return {"path": repo, "future": future, "head": head, "before": snapshot(repo)}
 
 
-@pytest.fixture
-def repo_sandbox(docker_client, sandbox_image, host_repo):
+@pytest.fixture(params=["bind", "archive"])
+def repo_sandbox(request, monkeypatch, docker_client, sandbox_image, host_repo):
+    """Both ways a repository gets in: a bound staging copy, and a tar through the API."""
+    monkeypatch.setenv(COPY_ENV, request.param)
     with DockerSandbox(sandbox_image, repo=host_repo["path"], command_timeout=20, client=docker_client) as sandbox:
         yield sandbox
 
@@ -304,7 +310,7 @@ def test_cleanup_orphans_removes_only_orphans(docker_client, sandbox_image):
     )
     try:
         with DockerSandbox(sandbox_image, client=docker_client) as live:
-            assert cleanup_orphans(docker_client) >= 1
+            assert cleanup_orphans(docker_client)[0] >= 1
             assert not docker_client.containers.list(all=True, filters={"id": orphan.id})
             assert docker_client.containers.list(filters={"id": live.container_id})
             assert out(live, "echo alive") == "alive\n"
@@ -335,3 +341,71 @@ def test_open_sandbox_picks_docker(docker_client, sandbox_image):
         assert out(sandbox, "echo hi") == "hi\n"
     with pytest.raises(SandboxError, match="unknown sandbox kind"):
         open_sandbox("vm")
+
+
+def test_a_bound_copy_lives_in_a_private_staging_directory(docker_client, sandbox_image, host_repo, monkeypatch):
+    monkeypatch.delenv(COPY_ENV, raising=False)
+    with DockerSandbox(sandbox_image, repo=host_repo["path"], client=docker_client) as box:
+        assert box.copy_mode() == "bind"  # the engine runs on this host
+        stage = box._stage
+        assert stage is not None and (stage.parent.stat().st_mode & 0o777) == 0o700
+        assert out(box, "echo made-inside > inside.txt; ls -a | grep -c cwm-agent-copy") == "0\n"
+        assert (stage / "testbed" / "inside.txt").read_text() == "made-inside\n"
+        assert not (stage / "testbed" / "secret.env").exists()  # .gitignore'd: never copied
+    assert not stage.exists()
+    assert snapshot(host_repo["path"]) == host_repo["before"]
+
+
+def test_an_engine_that_cannot_see_the_copy_falls_back_to_the_api(docker_client, sandbox_image, host_repo,
+                                                                  monkeypatch, tmp_path):
+    # What an engine in a VM (Docker Desktop, colima) does with a host path it cannot see:
+    # it binds an empty directory of its own. The copy must then go through the API.
+    monkeypatch.delenv(COPY_ENV, raising=False)
+    empty = tmp_path / "what-the-vm-sees"
+    empty.mkdir()
+    spec = DockerSandbox._container_spec
+
+    def vm_spec(self):
+        made = spec(self)
+        if self._stage is not None:
+            made["host_config"]["Binds"] = [f"{empty}:{self.repo_root}:rw"]
+        return made
+
+    monkeypatch.setattr(DockerSandbox, "_container_spec", vm_spec)
+    monkeypatch.setattr(DockerSandbox, "_bind_unusable", False)
+    with DockerSandbox(sandbox_image, repo=host_repo["path"], client=docker_client) as box:
+        assert DockerSandbox._bind_unusable and box.copy_mode() == "archive" and box._stage is None
+        assert out(box, "cat a.txt new.txt") == "one\ntwo (uncommitted)\nuntracked\n"
+    assert list(empty.iterdir()) == []
+
+
+KILLED_AGENT = """
+import sys, time
+from cwm_agent.sandbox.docker import DockerSandbox
+box = DockerSandbox(sys.argv[1], repo=sys.argv[2])
+print(box.container_id, box._stage, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_copy_of_an_agent_killed_with_sigkill_is_swept(docker_client, sandbox_image, host_repo, monkeypatch):
+    monkeypatch.delenv(COPY_ENV, raising=False)
+    agent = subprocess.Popen([sys.executable, "-c", KILLED_AGENT, sandbox_image, str(host_repo["path"])],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        container_id, stage = agent.stdout.readline().split()
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        assert Path(stage, "testbed", "a.txt").is_file()  # nobody was left to delete it
+        for _ in range(120):  # the keeper sees its stdin close and the container goes
+            if not docker_client.containers.list(all=True, filters={"id": container_id}):
+                break
+            time.sleep(0.25)
+        with DockerSandbox(sandbox_image, repo=host_repo["path"], client=docker_client) as live:
+            _, swept = cleanup_orphans(docker_client, image=sandbox_image)
+            assert swept >= 1 and not Path(stage).exists()
+            assert live._stage.is_dir()  # a live agent's copy stays
+            assert out(live, "cat a.txt") == "one\ntwo (uncommitted)\n"
+    finally:
+        if agent.poll() is None:
+            agent.kill()

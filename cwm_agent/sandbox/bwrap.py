@@ -31,14 +31,12 @@ sandbox/packages.txt), cached by recipe hash under ~/.cache/cwm-agent/.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
@@ -48,7 +46,8 @@ from types import TracebackType
 
 from cwm_agent.sandbox import image
 from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, CommandResult, SandboxError
-from cwm_agent.sandbox.docker import DIFF_SCRIPT, RepoCopy, setup_script
+from cwm_agent.sandbox.docker import DIFF_SCRIPT, setup_script
+from cwm_agent.sandbox.repo_copy import RepoCopy
 from cwm_agent.sandbox.session import DEFAULT_TTL, PipeTransport, Session, SessionBroken, keeper_argv
 
 log = logging.getLogger(__name__)
@@ -323,7 +322,7 @@ class BwrapSandbox:
             raise SandboxError(f"cannot run {self.bwrap}: {exc}") from exc
 
     def _prepare_files(self) -> None:
-        for name in ("testbed", "home", "stage"):
+        for name in ("testbed", "home"):
             shutil.rmtree(self.work_dir / name, ignore_errors=True)
         # $HOME starts as the image's /root (its .bashrc and .profile).
         shutil.copytree(self.rootfs / "root", self.work_dir / "home", symlinks=True)
@@ -333,14 +332,8 @@ class BwrapSandbox:
         # The same selection of files as DockerSandbox (tracked, untracked, .git; .gitignore
         # respected), read fresh from the host repo, which is only ever read.
         copy = RepoCopy(self.repo, self.repo_root)
-        archive = copy.bytes()
+        copy.copy_to(self.testbed)
         self._dirty = copy.dirty
-        stage = self.work_dir / "stage"
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            # Our own archive of the user's repo: extract as is (symlinks included).
-            tar.extractall(stage, filter="fully_trusted")
-        (stage / self.repo_root.strip("/")).rename(self.testbed)
-        shutil.rmtree(stage)
 
     def _start(self) -> None:
         self._prepare_files()

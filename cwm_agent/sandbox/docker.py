@@ -5,9 +5,10 @@ Life of a container:
   process under docker-init (`init=True`), stdin open, `network_mode="none"`,
   memory / pids / cpus limits, labels `cwm-agent=<run id>`, the owner process
   and the expiry time, and `auto_remove=True`;
-- the repository goes in with one `put_archive`, streamed while the tar is built
-  on the host (tracked and untracked files, .gitignore respected, plus .git) and
-  while the container starts;
+- the repository (tracked and untracked files, .gitignore respected, plus .git;
+  see repo_copy.py) is copied while the container starts: into a private staging
+  directory on this host that is bound at the repo root when the engine runs here
+  (copy_mode "bind"), else streamed in as a tar with one `put_archive` ("archive");
 - we attach to the main process's stdin/stdout (no `docker exec` per command),
   start it, and run the start-up script (git identity, starting-state commit,
   the history scrub of cwm-interface.md section 7) as the session's first command.
@@ -22,22 +23,20 @@ runs whose process is gone.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import queue
 import re
 import select
+import shutil
 import socket
-import subprocess
-import tarfile
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from cwm_agent.sandbox.base import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -46,6 +45,7 @@ from cwm_agent.sandbox.base import (
     DockerUnavailable,
     SandboxError,
 )
+from cwm_agent.sandbox.repo_copy import RepoCopy
 from cwm_agent.sandbox.session import (
     DEFAULT_TTL,
     Session,
@@ -63,6 +63,9 @@ FIX_ENGINE = "start the Docker engine (scripts/install-docker.sh installs and st
 SETUP_TIMEOUT = 600.0
 GIT_IDENTITY = ("cwm-agent", "cwm-agent@localhost")
 BASE_MESSAGE = "cwm-agent: starting state"
+COPY_ENV = "CWM_AGENT_SANDBOX_COPY"  # bind | archive; see DockerSandbox.copy_mode
+# A repository copy up to this size is staged in RAM (/dev/shm) when that has room.
+RAM_STAGE_MAX = 1 << 30
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -182,196 +185,6 @@ class DockerTransport:
         self.stream.close()
 
 
-# --- the repository copy -------------------------------------------------------------------
-
-def _host_git(repo: Path, *args: str) -> list[str]:
-    # safe.directory: the user named this repository, so its owner does not matter.
-    return ["git", "-c", "safe.directory=*", "-C", str(repo), *args]
-
-
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(_host_git(repo, *args), capture_output=True)
-    if done.returncode != 0:
-        raise SandboxError(f"git {' '.join(args)} failed in {repo}: "
-                           f"{done.stderr.decode(errors='replace').strip()}")
-    return done.stdout.decode("utf-8", errors="surrogateescape")
-
-
-def _work_tree(repo: Path) -> Path | None:
-    """The top of the git work tree `repo` is in, or None for a plain directory."""
-    done = subprocess.run(_host_git(repo, "rev-parse", "--show-toplevel"), capture_output=True)
-    if done.returncode != 0:
-        return None
-    return Path(done.stdout.decode("utf-8", errors="surrogateescape").strip())
-
-
-def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def _add(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
-    try:
-        info = tar.gettarinfo(str(path), arcname)
-    except OSError:  # vanished since it was listed
-        return
-    if info is None:  # a socket or other special file
-        return
-    _root_owned(info)
-    if info.isreg():
-        with open(path, "rb") as handle:
-            tar.addfile(info, handle)
-    else:
-        tar.addfile(info)
-
-
-def _add_tree(tar: tarfile.TarFile, top: Path, arcname: str) -> None:
-    _add(tar, top, arcname)
-    for dirpath, dirnames, filenames in os.walk(top):
-        rel = os.path.relpath(dirpath, top)
-        base = arcname if rel == "." else f"{arcname}/{rel}"
-        for name in sorted(dirnames) + sorted(filenames):
-            _add(tar, Path(dirpath) / name, f"{base}/{name}")
-
-
-def repo_files(top: Path) -> list[str]:
-    """Tracked and untracked files of a work tree, .gitignore respected."""
-    listed = _git(top, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    return sorted({name for name in listed.split("\0") if name})
-
-
-def dirty_paths(top: Path) -> list[str] | None:
-    """Paths whose work-tree state differs from HEAD (modified, staged, deleted, untracked),
-    read on the host where the index is fresh, without writing to the repository.
-    None when HEAD has no commit yet (everything is new)."""
-    head = subprocess.run(_host_git(top, "rev-parse", "-q", "--verify", "HEAD"), capture_output=True)
-    if head.returncode != 0:
-        return None
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # no opportunistic index refresh on the host
-    done = subprocess.run(_host_git(top, "status", "--porcelain=v1", "-z", "--no-renames",
-                                    "--untracked-files=all", "--ignore-submodules=all"), capture_output=True, env=env)
-    if done.returncode != 0:
-        return None
-    entries = done.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return sorted({entry[3:] for entry in entries if len(entry) > 3})
-
-
-class RepoCopy:
-    """A host directory on its way into a sandbox: the tar of it (built on demand, as a
-    stream of chunks) and, once built, what the start-up needs to know."""
-
-    def __init__(self, repo: Path, root: str = DEFAULT_REPO_ROOT):
-        self.repo = Path(repo).resolve()
-        if not self.repo.is_dir():
-            raise SandboxError(f"{self.repo} is not a directory; pass --repo the path of a repository")
-        self.root = root
-        self.is_git = False
-        self.dirty: list[str] | None = None  # see dirty_paths; None: find out inside
-
-    def write(self, out: BinaryIO) -> None:
-        """Write the tar (members under `root`, owned by root) to `out`: tracked and
-        untracked files (.gitignore respected) and the .git; a plain directory whole."""
-        prefix = self.root.strip("/")
-        top = _work_tree(self.repo)
-        self.is_git = top is not None
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            root_info = _root_owned(tarfile.TarInfo(prefix))
-            root_info.type, root_info.mode, root_info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-            tar.addfile(root_info)
-            if top is None:  # a plain directory: all of it; git starts inside the sandbox
-                self.dirty = None
-                for entry in sorted(self.repo.iterdir()):
-                    if entry.is_dir() and not entry.is_symlink():
-                        _add_tree(tar, entry, f"{prefix}/{entry.name}")
-                    else:
-                        _add(tar, entry, f"{prefix}/{entry.name}")
-                return
-            self.dirty = dirty_paths(top)
-            for name in repo_files(top):
-                # A submodule is listed as a directory: it goes in empty (its checkout is its own).
-                _add(tar, top / name, f"{prefix}/{name}")
-            git_dir = Path(_git(top, "rev-parse", "--absolute-git-dir").strip())
-            common = Path(_git(top, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
-            _add_tree(tar, common, f"{prefix}/.git")
-            if git_dir != common:  # a linked worktree: its own HEAD and index
-                for name in ("HEAD", "index"):
-                    if (git_dir / name).exists():
-                        _add(tar, git_dir / name, f"{prefix}/.git/{name}")
-
-    def bytes(self) -> bytes:
-        out = io.BytesIO()
-        self.write(out)
-        return out.getvalue()
-
-    def stream(self, *, buffer_mb: int = 256) -> tuple[Iterator[bytes], threading.Event]:
-        """Start building the tar in a thread now; return its chunks (the iterator raises
-        what the thread raised) and an event that stops the thread if nobody consumes.
-        Up to `buffer_mb` MiB wait in memory, so the build runs ahead of the upload."""
-        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=buffer_mb)
-        cancel = threading.Event()
-        writer = _ChunkWriter(chunks, cancel)
-
-        def produce() -> None:
-            try:
-                self.write(writer)
-                writer.flush()
-                writer.put(None)
-            except BaseException as exc:
-                if not cancel.is_set():
-                    writer.put(exc)
-
-        threading.Thread(target=produce, name="cwm-repo-tar", daemon=True).start()
-
-        def consume() -> Iterator[bytes]:
-            while True:
-                item = chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        return consume(), cancel
-
-
-class _Cancelled(Exception):
-    pass
-
-
-class _ChunkWriter(io.RawIOBase):
-    """A write-only file that hands out 1 MiB chunks through a queue."""
-
-    def __init__(self, chunks: queue.Queue[bytes | BaseException | None], cancel: threading.Event):
-        super().__init__()
-        self._chunks = chunks
-        self._cancel = cancel
-        self._buf = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._buf += data
-        if len(self._buf) >= 1 << 20:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        if self._buf:
-            self.put(bytes(self._buf))
-            self._buf = bytearray()
-
-    def put(self, item: bytes | BaseException | None) -> None:
-        while not self._cancel.is_set():
-            try:
-                self._chunks.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-        raise _Cancelled()
-
-
 # --- start-up inside the sandbox ------------------------------------------------------------
 
 MAX_LISTED_PATHS = 2000  # more dirty paths than this: let git find them itself
@@ -413,9 +226,9 @@ done
 [ ${{#here[@]}} -eq 0 ] || git --literal-pathspecs add -A -- "${{here[@]}}"
 commit_base"""
     return f"""builtin cd -- {quote(root)} || exit 1
-git config --global user.name {quote(name)}
-git config --global user.email {quote(email)}
-git config --global --add safe.directory '*'
+# (Appended in one write, not three `git config --global` processes; the newline first
+# in case the image's file lacks its last one.)
+printf '\n[user]\n\tname = %s\n\temail = %s\n[safe]\n\tdirectory = *\n' {quote(name)} {quote(email)} >> ~/.gitconfig
 (
 set -e
 export GIT_AUTHOR_DATE={date} GIT_COMMITTER_DATE={date}
@@ -492,6 +305,9 @@ class DockerSandbox:
     `base_commit` is the commit that diffs are taken against.
     """
 
+    _bind_unusable = False  # set once a bind-mounted copy came up empty (engine in a VM)
+    _swept = False  # orphaned staging directories are looked for once per process
+
     def __init__(
         self,
         image: str | None = None,
@@ -526,6 +342,7 @@ class DockerSandbox:
         # Seconds from the start of the last (re)build to each step's end, for benchmarks.
         self.start_timings: dict[str, float] = {}
         self._session: Session | None = None
+        self._stage: Path | None = None  # the staging directory of a bind-mounted copy
         self._closed = False
         self._commit_date = int(time.time())  # fixed, so a rebuild makes the same base commit
         try:
@@ -592,18 +409,38 @@ class DockerSandbox:
     # --- start and stop --------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Create, start, copy in, set up. The tar is built by a thread from the outset, the
-        container starts meanwhile, and `put_archive` streams the tar in while the keeper's
-        first session comes up. (`put_archive` before the start would hold the start back:
-        the engine locks the container for it.)"""
+        """Create, start, copy in, set up, overlapping what can overlap.
+
+        The copy goes in one of two ways (see `copy_mode`):
+        - bind: a thread copies the repository into a private staging directory on this host
+          while the container, with that directory bound at the repo root, starts. Nothing
+          crosses the engine's API: the fast way, for an engine on this host.
+        - archive: a thread builds the tar while the container starts, and `put_archive`
+          streams it in while the keeper's first session comes up. (`put_archive` before the
+          start would hold the start back: the engine locks the container for it.)
+        """
         import docker.errors
 
         began = time.monotonic()
         timings = self.start_timings = {}
         copy = RepoCopy(self.repo, self.repo_root) if self.repo is not None else None
-        chunks, cancel = copy.stream() if copy is not None else (None, None)
-        upload: threading.Thread | None = None
-        upload_error: list[BaseException] = []
+        mode = self.copy_mode() if copy is not None else None
+        marker = ""
+        copier: threading.Thread | None = None
+        chunks, cancel = None, None
+        copy_error: list[BaseException] = []
+        if copy is not None and mode == "bind":
+            if not DockerSandbox._swept:
+                DockerSandbox._swept = True
+                sweep_stages(self.client, self.image)
+            copy.listed()  # the size decides where the staging directory lives
+            self._stage = make_stage(self.run_id, copy.size())
+            marker = f".cwm-agent-copy-{uuid.uuid4().hex}"
+            (self._stage / "testbed").mkdir()
+            (self._stage / "testbed" / marker).touch()
+            copier = _thread("cwm-repo-copy", lambda: copy.copy_to(self._stage / "testbed"), copy_error)
+        elif copy is not None:
+            chunks, cancel = copy.stream()
         try:
             try:
                 self.client.images.get(self.image)
@@ -623,28 +460,33 @@ class DockerSandbox:
             except docker.errors.DockerException as exc:
                 raise SandboxError(f"could not start a sandbox container from {self.image}: {exc}") from exc
             if chunks is not None:
-                def put() -> None:
-                    try:
-                        api.put_archive(self.container_id, "/", chunks)
-                    except BaseException as exc:
-                        upload_error.append(exc)
-
-                upload = threading.Thread(target=put, name="cwm-put-archive", daemon=True)
-                upload.start()
+                copier = _thread("cwm-put-archive", lambda: api.put_archive(self.container_id, "/", chunks),
+                                 copy_error)
         except BaseException:
             if cancel is not None:
                 cancel.set()
+            if copier is not None:
+                copier.join()  # before the staging directory goes
             raise
         session = Session(DockerTransport(self.client, self.container_id, stream),
                           repo_root=self.repo_root, command_timeout=self.command_timeout)
         self._session = session
         session.start()
         timings["keeper ready"] = time.monotonic() - began
-        if upload is not None:
-            upload.join()
+        if copier is not None:
+            copier.join()
             timings["repository copied"] = time.monotonic() - began
-            if upload_error:
-                raise SandboxError(f"copying {self.repo} into the sandbox failed: {upload_error[0]}") from upload_error[0]
+            if copy_error:
+                raise SandboxError(f"copying {self.repo} into the sandbox failed: {copy_error[0]}") from copy_error[0]
+        if marker and session.run(f"builtin cd -- {quote(self.repo_root)} && rm -- {marker}").exit_code != 0:
+            # The engine does not see this host's files (a VM, a remote engine): copy through its API.
+            log.warning("the Docker engine does not see %s; copying repositories through the API instead",
+                        self._stage)
+            DockerSandbox._bind_unusable = True
+            self._stop()
+            self.container_id = ""
+            self._start()
+            return
         script = setup_script(self.repo_root, commit_date=self._commit_date,
                               dirty=copy.dirty if copy is not None else None)
         result = session.run(script, timeout=self.setup_timeout, output_limit=1 << 20)
@@ -654,6 +496,18 @@ class DockerSandbox:
                                f"{result.feedback.strip()[-800:]}")
         self.base_commit = found.group(1)
         timings["set up"] = time.monotonic() - began
+
+    def copy_mode(self) -> str:
+        """How a repository gets in: "bind" (a staging copy on this host, bound in) when the
+        engine runs on this host, else "archive" (a tar through the engine's API).
+        CWM_AGENT_SANDBOX_COPY=bind|archive overrides the choice."""
+        forced = os.environ.get(COPY_ENV, "").strip().lower()
+        if forced in ("bind", "archive"):
+            return forced
+        if forced:
+            raise SandboxError(f"{COPY_ENV} must be bind or archive, not {forced!r}")
+        local = str(getattr(self.client.api, "base_url", "")).startswith("http+docker://localhost")
+        return "bind" if local and not DockerSandbox._bind_unusable else "archive"
 
     def _container_spec(self) -> dict[str, Any]:
         api = self.client.api
@@ -666,6 +520,8 @@ class DockerSandbox:
             pids_limit=self.pids,
             nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
             security_opt=["no-new-privileges"],
+            cap_drop=["MKNOD"],  # no device nodes in a copy that may sit on this host's disk
+            binds={str(self._stage / "testbed"): {"bind": self.repo_root, "mode": "rw"}} if self._stage else None,
         )
         argv = keeper_argv(self.ttl_seconds, self.repo_root)
         return dict(
@@ -692,6 +548,9 @@ class DockerSandbox:
                 pass
         if session is not None:
             session.close()
+        stage, self._stage = self._stage, None
+        if stage is not None:
+            remove_stage(stage, self.client, self.image)
 
     def _rebuild(self) -> None:
         self._stop()
@@ -732,9 +591,78 @@ class DockerSandbox:
         return (code if code is not None else -1), bytes(out), bytes(err)
 
 
-def cleanup_orphans(client: Any = None) -> int:
+def _thread(name: str, work: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
+    """Run `work` in a started daemon thread; what it raises lands in `errors`."""
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- staging directories of bind-mounted copies ------------------------------------------------
+# <parent>/<run id>/ holds `owner` (who made it, for the orphan sweep) and `testbed/` (the
+# copy, bound at the repo root). The parent is private to this user (0700); it lives in
+# RAM (/dev/shm) when the copy is small and RAM has room, else in the temp directory.
+
+def stage_parents() -> list[Path]:
+    uid = os.getuid()
+    return [Path("/dev/shm") / f"cwm-agent-{uid}", Path(tempfile.gettempdir()) / f"cwm-agent-{uid}"]
+
+
+def make_stage(run_id: str, size: int) -> Path:
+    in_ram, on_disk = stage_parents()
+    try:
+        fits = size <= RAM_STAGE_MAX and shutil.disk_usage(in_ram.parent).free >= 4 * size + (256 << 20)
+    except OSError:  # no /dev/shm here
+        fits = False
+    parent = in_ram if fits and os.access(in_ram.parent, os.W_OK) else on_disk
+    parent.mkdir(mode=0o700, exist_ok=True)
+    stage = parent / run_id
+    shutil.rmtree(stage, ignore_errors=True)  # a rebuild's predecessor
+    stage.mkdir()
+    (stage / "owner").write_text(_owner())
+    return stage
+
+
+def remove_stage(stage: Path, client: Any, image: str) -> None:
+    """Delete a staging directory. Files the container's root made there are not ours to
+    delete when we are not root: a throw-away container of the same image deletes them."""
+    shutil.rmtree(stage, ignore_errors=True)
+    if not stage.exists():
+        return
+    try:
+        client.containers.run(image, ["rm", "-rf", "/stage/testbed"], entrypoint=[], user="0", remove=True,
+                              network_mode="none", volumes={str(stage): {"bind": "/stage", "mode": "rw"}},
+                              labels={LABEL: "stage-cleanup"})
+    except Exception as exc:  # the engine is gone: `cwm-agent cleanup` will try again
+        log.warning("could not delete the sandbox copy %s: %s", stage, exc)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def sweep_stages(client: Any, image: str) -> int:
+    """Delete the staging directories of agents that are gone (killed before they could)."""
+    removed = 0
+    for parent in stage_parents():
+        for stage in parent.glob("*") if parent.is_dir() else ():
+            try:
+                owner = (stage / "owner").read_text()
+            except OSError:  # being made right now, or not ours
+                continue
+            if _owner_alive(owner) is False:
+                remove_stage(stage, client, image)
+                removed += 1
+    return removed
+
+
+def cleanup_orphans(client: Any = None, *, image: str | None = None) -> tuple[int, int]:
     """Remove cwm-agent containers whose agent process is gone (on this host), that
-    are past their time-to-live, or that no longer run. Returns how many."""
+    are past their time-to-live, or that no longer run, and the staging directories of
+    agents that are gone. Returns how many of each."""
     client = client or docker_client()
     removed = 0
     now = time.time()
@@ -749,5 +677,9 @@ def cleanup_orphans(client: Any = None) -> int:
                 removed += 1
             except Exception:  # removed meanwhile (auto_remove)
                 pass
-    return removed
+    if image is None:
+        from cwm_agent.sandbox.image import default_image
+
+        image = default_image()
+    return removed, sweep_stages(client, image)
 
