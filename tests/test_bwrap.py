@@ -149,9 +149,10 @@ def test_deletions_and_renames_on_the_host_are_the_starting_state(rootfs: Path, 
 
 
 def test_diff_is_shared_with_docker_and_keeps_git_warnings_out_of_the_patch(sandbox) -> None:
-    from cwm_agent.sandbox import bwrap, docker
+    from cwm_agent.sandbox.bwrap import BwrapSandbox
+    from cwm_agent.sandbox.docker import DockerSandbox
 
-    assert bwrap.DIFF_SCRIPT is docker.DIFF_SCRIPT
+    assert BwrapSandbox.diff is DockerSandbox.diff
     # `git add -A` warns about an embedded repository on stderr: not part of the patch.
     sandbox.run("git init -q sub && git -C sub commit -q --allow-empty -m x && echo more >> app.py")
     patch = sandbox.diff()

@@ -6,7 +6,6 @@ The model is the scripted server (the one stand-in); everything else is real.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

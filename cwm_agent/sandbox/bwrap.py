@@ -42,13 +42,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from cwm_agent.sandbox import image
-from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, CommandResult, SandboxError
-from cwm_agent.sandbox.docker import DIFF_SCRIPT, setup_script
+from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, SandboxError
 from cwm_agent.sandbox.repo_copy import RepoCopy
-from cwm_agent.sandbox.session import DEFAULT_TTL, PipeTransport, Session, SessionBroken, keeper_argv
+from cwm_agent.sandbox.session import DEFAULT_TTL, PipeTransport, Session, keeper_argv
+from cwm_agent.sandbox.shell import SessionSandbox, setup_script
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ def parse_size(text: str | int | None) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
-class BwrapSandbox:
+class BwrapSandbox(SessionSandbox):
     """The repository's copy and the model's bash session under bubblewrap.
 
     Same interface and behaviour as DockerSandbox (same session, same git
@@ -250,63 +249,14 @@ class BwrapSandbox:
             self.close()
             raise
 
-    # --- Sandbox protocol ------------------------------------------------------------------
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            raise SandboxError("the sandbox is closed")
-        return self._session
-
     @property
     def testbed(self) -> Path:
         """The host directory bound at repo_root (the model's copy; never the user's repo)."""
         return self.work_dir / "testbed"
 
-    def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
-        try:
-            return self.session.run(command, timeout=timeout)
-        except SessionBroken as broken:
-            # bwrap itself is gone, or no bash can start (rm -rf of the copy...): start
-            # over from the starting state; the model sees the usual restart notice.
-            log.warning("sandbox %s broke (%s); rebuilding it from the starting state", self.run_id, broken)
-            self._rebuild()
-            return CommandResult("", None, broken.status, broken.seconds)
-
-    def diff(self, *, exclude: Sequence[str] = ()) -> str:
-        """`git diff --binary` of the work tree against `base_commit`, new, deleted and
-        binary files included. git runs in a second bwrap over the same files, beside the
-        session (never on the host: the model controls .git/config, hooks included)."""
-        paths = []
-        for path in exclude:
-            rel = os.path.relpath(path, self.repo_root) if path.startswith("/") else path
-            if not rel.startswith(".."):
-                paths.append(f":(exclude){rel}")
-        code, out, err = self._exec(["bash", "-c", DIFF_SCRIPT, "diff", self.base_commit, *paths], timeout=600)
-        if code != 0:
-            raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
-                               f"{(err or out).decode(errors='replace').strip()[-500:]}")
-        return out.decode("utf-8", errors="replace")
-
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stop()
+        super().close()
         shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> BwrapSandbox:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # --- start and stop --------------------------------------------------------------------
 

@@ -33,26 +33,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from cwm_agent.sandbox.base import (
-    DEFAULT_COMMAND_TIMEOUT,
-    DEFAULT_REPO_ROOT,
-    CommandResult,
-    DockerUnavailable,
-    SandboxError,
-)
+from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, DockerUnavailable, SandboxError
 from cwm_agent.sandbox.repo_copy import RepoCopy
-from cwm_agent.sandbox.session import (
-    DEFAULT_TTL,
-    Session,
-    SessionBroken,
-    keeper_argv,
-    quote,
-)
+from cwm_agent.sandbox.session import DEFAULT_TTL, Session, keeper_argv, quote
+from cwm_agent.sandbox.shell import SessionSandbox, setup_script
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +49,6 @@ OWNER_LABEL = "cwm-agent.owner"  # host:pid:process start time of the agent
 EXPIRES_LABEL = "cwm-agent.expires"  # unix time after which the keeper has exited
 FIX_ENGINE = "start the Docker engine (scripts/install-docker.sh installs and starts it), or use --sandbox bwrap"
 SETUP_TIMEOUT = 600.0
-GIT_IDENTITY = ("cwm-agent", "cwm-agent@localhost")
-BASE_MESSAGE = "cwm-agent: starting state"
 COPY_ENV = "CWM_AGENT_SANDBOX_COPY"  # bind | archive; see DockerSandbox.copy_mode
 # A repository copy up to this size is staged in RAM (/dev/shm) when that has room.
 RAM_STAGE_MAX = 1 << 30
@@ -185,93 +171,6 @@ class DockerTransport:
         self.stream.close()
 
 
-# --- start-up inside the sandbox ------------------------------------------------------------
-
-MAX_LISTED_PATHS = 2000  # more dirty paths than this: let git find them itself
-
-
-def setup_script(root: str, *, commit_date: int, dirty: list[str] | None = None) -> str:
-    """The start-up, run as the session's first command. Prints BASE=<sha>.
-
-    - git identity and safe.directory (the copy may be owned by another uid);
-    - the starting state (uncommitted changes, untracked files) committed as the base.
-      `dirty` lists the changed paths when the host knew them: then git hashes just
-      those, not the whole tree (the copied index's stat data is stale);
-    - the scrub of cwm-interface.md section 7: remotes, every ref but the current
-      branch, upstream, reflogs, and `git gc --prune=now` when any object is left
-      that HEAD does not reach (counting is much cheaper than a gc of a big repo).
-    The commit date is fixed, so a rebuilt sandbox gets the same base commit."""
-    name, email = GIT_IDENTITY
-    date = quote(f"@{commit_date} +0000")
-    if dirty is None:
-        starting = (
-            'if ! git rev-parse -q --verify HEAD >/dev/null || '
-            '[ -n "$(git status --porcelain --untracked-files=all | head -c 1)" ]; then\n'
-            '  git add -A\n  commit_base\nfi'
-        )
-    elif not dirty:
-        starting = ":"
-    elif len(dirty) > MAX_LISTED_PATHS:
-        starting = "git add -A\ncommit_base"
-    else:
-        # A listed path that is not in the work tree leaves the index (`git rm --cached`
-        # does nothing when a staged `git rm` or `git mv` already took it out, where `git
-        # add` would fail: "pathspec did not match any files"); the others are added.
-        listed = " ".join(quote(path) for path in dirty)
-        starting = f"""here=() gone=()
-for path in {listed}; do
-  if [ -e "$path" ] || [ -L "$path" ]; then here+=("$path"); else gone+=("$path"); fi
-done
-[ ${{#gone[@]}} -eq 0 ] || git --literal-pathspecs rm -q -r --cached --ignore-unmatch -- "${{gone[@]}}"
-[ ${{#here[@]}} -eq 0 ] || git --literal-pathspecs add -A -- "${{here[@]}}"
-commit_base"""
-    return f"""builtin cd -- {quote(root)} || exit 1
-# (Appended in one write, not three `git config --global` processes; the newline first
-# in case the image's file lacks its last one.)
-printf '\n[user]\n\tname = %s\n\temail = %s\n[safe]\n\tdirectory = *\n' {quote(name)} {quote(email)} >> ~/.gitconfig
-(
-set -e
-export GIT_AUTHOR_DATE={date} GIT_COMMITTER_DATE={date}
-export GIT_AUTHOR_NAME={quote(name)} GIT_COMMITTER_NAME={quote(name)} GIT_AUTHOR_EMAIL={quote(email)} GIT_COMMITTER_EMAIL={quote(email)}
-commit_base() {{
-  # Plumbing, not `git commit`: that would re-hash every file whose stat data is stale.
-  tree=$(git write-tree)
-  if parent=$(git rev-parse -q --verify HEAD); then set -- -p "$parent"; else set --; fi
-  git update-ref -m {quote(BASE_MESSAGE)} HEAD "$(git commit-tree "$tree" "$@" -m {quote(BASE_MESSAGE)})"
-}}
-[ -e .git ] || git init -q
-git config --local --unset-all core.worktree 2>/dev/null || true
-{starting}
-for remote in $(git remote); do git remote remove "$remote"; done
-branch=$(git symbolic-ref -q HEAD || true)
-git for-each-ref --format='delete %(refname)' | {{ grep -v -x -F "delete $branch" || true; }} | git update-ref --stdin
-git branch --unset-upstream 2>/dev/null || true
-git reflog expire --expire=now --all
-stored=0
-while read -r key value; do
-  case $key in count:|in-pack:) stored=$((stored + value));; esac
-done < <(git count-objects -v)
-reachable=$(git rev-list --objects --all --indexed-objects | wc -l)
-if [ "$stored" -ne "$reachable" ]; then git gc --prune=now --quiet; fi
-echo "BASE=$(git rev-parse HEAD)"
-)"""
-
-
-# `diff()`, in DockerSandbox and BwrapSandbox alike: the work tree against the base commit
-# through a throw-away index, so new files are included and the model's own index is left
-# alone. $1: the base commit; then pathspecs (excludes). Only the patch goes to stdout.
-DIFF_SCRIPT = (
-    'set -e; index=$(mktemp); trap \'rm -f "$index"\' EXIT; '
-    # Refresh the stat data first (content unchanged), so git hashes only what changed.
-    'git update-index -q --refresh >/dev/null 2>&1 || true; '
-    'real=$(git rev-parse --git-path index); [ ! -f "$real" ] || cp "$real" "$index"; '
-    'export GIT_INDEX_FILE="$index"; git add -A; '
-    'base=$1; shift; '
-    'git -c core.quotepath=false diff --cached --binary --no-color --no-ext-diff --no-textconv '
-    '--src-prefix=a/ --dst-prefix=b/ "$base" -- . "$@"'
-)
-
-
 # --- the sandbox -----------------------------------------------------------------------------
 
 def _process_start(pid: int) -> str | None:
@@ -297,7 +196,7 @@ def _owner_alive(owner: str) -> bool | None:
     return now is not None and (started in ("?", "") or now == started)
 
 
-class DockerSandbox:
+class DockerSandbox(SessionSandbox):
     """A Docker container holding a copy of the repository and the model's bash session.
 
     `repo`: a host directory copied in at `repo_root` (git or not; the host is never
@@ -350,61 +249,6 @@ class DockerSandbox:
         except BaseException:
             self.close()
             raise
-
-    # --- Sandbox protocol ------------------------------------------------------------------
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            raise SandboxError("the sandbox is closed")
-        return self._session
-
-    def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
-        try:
-            return self.session.run(command, timeout=timeout)
-        except SessionBroken as broken:
-            # The container itself is unusable (its keeper was killed, bash was deleted...):
-            # start over from the starting state; the model sees the usual restart notice.
-            log.warning("sandbox %s broke (%s); rebuilding it from the starting state", self.run_id, broken)
-            self._rebuild()
-            return CommandResult("", None, broken.status, broken.seconds)
-
-    def diff(self, *, exclude: Sequence[str] = ()) -> str:
-        """`git diff --binary` of the work tree against `base_commit` (new, deleted and
-        binary files included) through a throwaway index, so the model's index is untouched."""
-        paths = []
-        for path in exclude:
-            rel = path
-            if path.startswith("/"):
-                rel = os.path.relpath(path, self.repo_root)
-                if rel.startswith(".."):
-                    continue  # outside the repository: never in the diff anyway
-            paths.append(f":(exclude){rel}")
-        code, out, err = self._exec(["bash", "-c", DIFF_SCRIPT, "diff", self.base_commit, *paths], timeout=600)
-        if code != 0:
-            raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
-                               f"{err.decode(errors='replace').strip()[-500:]}")
-        return out.decode("utf-8", errors="replace")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stop()
-
-    def __enter__(self) -> DockerSandbox:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # a forgotten sandbox still goes away with the object
-        try:
-            if not self._closed and self.container_id:
-                self.close()
-        except Exception:
-            pass
 
     # --- start and stop --------------------------------------------------------------------
 
