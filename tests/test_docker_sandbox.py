@@ -409,3 +409,17 @@ def test_the_copy_of_an_agent_killed_with_sigkill_is_swept(docker_client, sandbo
     finally:
         if agent.poll() is None:
             agent.kill()
+
+
+def test_a_staging_parent_made_by_somebody_else_is_refused(monkeypatch, tmp_path):
+    from cwm_agent.sandbox import docker as sandbox_docker
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # what another user could have planted in /tmp
+    monkeypatch.setattr(sandbox_docker, "stage_parents", lambda: [tmp_path / "no-ram" / "x", shared])
+    with pytest.raises(SandboxError, match="not a private directory"):
+        sandbox_docker.make_stage("run", 10)
+    shared.chmod(0o700)
+    stage = sandbox_docker.make_stage("run", 10)
+    assert stage.parent == shared and (stage / "owner").read_text().count(":") == 2

@@ -29,6 +29,7 @@ import re
 import select
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -449,7 +450,7 @@ def _thread(name: str, work: Callable[[], object], errors: list[BaseException]) 
 
 
 # --- staging directories of bind-mounted copies ------------------------------------------------
-# <parent>/<run id>/ holds `owner` (who made it, for the orphan sweep) and `testbed/` (the
+# <parent>/<run id>-<random>/ holds `owner` (who made it, for the orphan sweep) and `testbed/` (the
 # copy, bound at the repo root). The parent is private to this user (0700); it lives in
 # RAM (/dev/shm) when the copy is small and RAM has room, else in the temp directory.
 
@@ -466,9 +467,12 @@ def make_stage(run_id: str, size: int) -> Path:
         fits = False
     parent = in_ram if fits and os.access(in_ram.parent, os.W_OK) else on_disk
     parent.mkdir(mode=0o700, exist_ok=True)
-    stage = parent / run_id
-    shutil.rmtree(stage, ignore_errors=True)  # a rebuild's predecessor
-    stage.mkdir()
+    info = os.lstat(parent)  # in a shared /tmp, somebody else may have made it first
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise SandboxError(f"{parent} is not a private directory of this user (a link, another owner, or "
+                           f"open to others), so a repository copy cannot go there; remove it: rm -rf {parent}")
+    # Unique even when two agents use one run id (two evals of the same task ids).
+    stage = Path(tempfile.mkdtemp(prefix=f"{run_id[:80]}-", dir=parent))
     (stage / "owner").write_text(_owner())
     return stage
 
