@@ -84,7 +84,7 @@ __k_gone() {
   # SIGKILL takes effect on a process's way out of the kernel: one killed while it waits
   # for the pipe's lock inside write() still completes that write after kill returns (8 KiB
   # of `yes` then came after the next command's output). So wait, up to about 5 s, until
-  # every process but pid 1 and us has exited (a zombie writes nothing), killing again.
+  # every process but pid 1 and us has exited and been reaped, killing again.
   local __k_p __k_s __k_n
   for (( __k_n = 0; __k_n < 2500; __k_n++ )); do
     for __k_p in /proc/[0-9]*; do
@@ -93,7 +93,13 @@ __k_gone() {
       (( __k_p == 1 || __k_p == $$ )) && continue
       IFS= read -r __k_s < "/proc/$__k_p/stat" || continue
       __k_s=${__k_s##*) }
-      [[ $__k_s == [ZX]* ]] && continue
+      if [[ $__k_s == [ZX]* ]]; then
+        # A zombie writes nothing, but holds its pid (against the pids limit: the fresh
+        # session could not fork) until init reaps it. Ours we reap ourselves, later.
+        __k_s=${__k_s#* }; __k_s=${__k_s%% *}
+        (( __k_s == $$ )) && continue
+        read -t 0.002 -u 7; continue 2
+      fi
       kill -9 -1 2>/dev/null; read -t 0.002 -u 7; continue 2
     done
     return 0
