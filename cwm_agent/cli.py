@@ -293,6 +293,7 @@ def tasks_generate(
     timeout: float = typer.Option(60.0, "--timeout", help="Cap in seconds on one test-suite run of a mutant."),
     max_per_function: int = typer.Option(1, "--max-per-function", help="Tasks per function or class, for variety."),
     verify: str = typer.Option("auto", "--verify", help="Who checks gold and empty patches: docker (the grader, in the sandbox image) | local | auto."),
+    python: Optional[str] = typer.Option(None, "--python", help="Run the suites with this interpreter on the host (default: in a sandbox container with docker, else this Python)."),
 ) -> None:
     """Make SWE-bench-style tasks from a real project by mutating its code (in the style of SWE-smith).
 
@@ -307,7 +308,7 @@ def tasks_generate(
         raise UsageProblem(f"--verify must be auto, local or docker, not {verify!r}")
     with console.status("generating tasks") as status:
         made = generate_tasks(source, out, count=count, seed=seed, jobs=jobs, timeout_per_mutant=timeout,
-                              max_per_function=max_per_function, verify=verify,  # type: ignore[arg-type]
+                              max_per_function=max_per_function, verify=verify, python=python,  # type: ignore[arg-type]
                               progress=lambda p: status.update(
                                   f"kept {p.kept}/{p.target} · tried {p.tried}/{p.candidates} · {p.message[:60]}"))
     console.print(f"[green]{len(made)} task(s)[/] in {out}; run them with `cwm-agent eval {out}`")

@@ -12,6 +12,8 @@
    suite, with -rA). A mutant that a baseline test fails on becomes a task:
    FAIL_TO_PASS = baseline tests that fail, PASS_TO_PASS = the other baseline
    tests of the same test files.
+   With docker verification the suites run in a sandbox container (suites.py):
+   a mutant is unreviewed code, kept off the host and the network.
 4. The task's base is the mutated tree with the FAIL_TO_PASS test functions
    taken out of their test files; `test_patch` puts them back and `patch` (the
    gold patch) reverts the mutation. This is SWE-bench's shape: the agent sees
@@ -31,6 +33,7 @@ deterministic archive (about 120 KB for more-itertools) rather than a copy.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import email.parser
 import gzip
@@ -42,7 +45,6 @@ import queue
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -55,14 +57,14 @@ from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 from cwm_agent.mutate import BUG_KINDS, OPERATORS, Mutation, find_mutations, mutant
+from cwm_agent.suites import ContainerRunner, HostRunner, SuiteRun, SuiteRunner, parse_statuses, run_tests
 from cwm_agent.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks
 
 ARCHIVE_NAME = "repo.tar.gz"
 SUMMARY_FILE = "generation.json"  # next to the task folders; load_tasks ignores it
-MEMORY_LIMIT = 4 << 30  # bytes of address space per test run: a mutant may allocate without end
 # Folders that hold neither the library nor its tests.
 _NOT_SOURCE_DIRS = {"docs", "doc", "examples", "example", "benchmarks", "scripts", "tools", "build",
                     "dist", "site-packages", "node_modules", "venv", ".venv"}
@@ -206,68 +208,6 @@ def _metadata(root: Path) -> tuple[str, str, str]:
         if match:
             return name, version, f"{match.group(1)}/{match.group(2)}"
     return name, version, f"pypi/{name}"
-
-
-# ---------------------------------------------------------------------------
-# Running the tests
-
-_RUNNER = ("import resource, runpy, sys; "
-           "resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-           "runpy.run_module('pytest', run_name='__main__')")
-_STATUS_LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+)", re.M)
-# pytest 9 reports unittest subtests as "SUBFAILED(x=Fraction(2, 3)) tests/t.py::T::test_a - ..."
-# next to a PASSED line for the same test; pytest 7.2, the sandbox's, fails the whole test.
-_SUBTEST_LINE = re.compile(r"^SUB(FAILED|PASSED)\b.*?\s(\S+::\S*)", re.M)
-_FAILING = ("FAILED", "ERROR")
-
-
-@dataclass
-class SuiteRun:
-    statuses: dict[str, str]  # node id -> PASSED / FAILED / ERROR / SKIPPED / XFAIL / XPASS
-    output: str
-    exit_code: int | None  # None: timed out
-    seconds: float
-
-    @property
-    def collection_failed(self) -> bool:
-        """A test file failed to import, or pytest itself failed (exit 2 to 4)."""
-        return self.exit_code in (2, 3, 4) or any("::" not in test for test in self.statuses)  # "ERROR tests/x.py"
-
-
-def parse_statuses(output: str) -> dict[str, str]:
-    """node id -> status from pytest -rA lines; a failure of any part (a subtest) fails the test."""
-    statuses: dict[str, str] = {}
-    lines = [(m.start(), m.group(1), m.group(2)) for m in _STATUS_LINE.finditer(output)]
-    lines += [(m.start(), m.group(1), m.group(2)) for m in _SUBTEST_LINE.finditer(output)]
-    for _, status, test in sorted(lines):
-        if test.startswith("["):  # "SKIPPED [2] tests/x.py:10: reason" counts skips, names no test
-            continue
-        if statuses.get(test) not in _FAILING:
-            statuses[test] = status
-    return statuses
-
-
-def run_tests(root: Path, test_files: list[str], *, python: str, timeout: float,
-              extra: tuple[str, ...] = ()) -> SuiteRun:
-    """`pytest -rA --tb=short` on `test_files` in `root`, as the grader would, in a killable process group."""
-    argv = [python, "-c", _RUNNER.format(limit=MEMORY_LIMIT), "-rA", "--tb=short", "-p", "no:cacheprovider",
-            *extra, *test_files]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
-    # No third-party plugins and no bytecode: a restored file must never run from a stale .pyc.
-    env |= {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-            "COLUMNS": "160"}
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        code: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        code = None
-    text = out.decode("utf-8", "replace")
-    return SuiteRun(parse_statuses(text), text, code, time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------
@@ -675,11 +615,11 @@ def write_archive(files: dict[str, bytes], top: str, out: Path) -> None:
 
 
 class _Generator:
-    def __init__(self, project: Project, staging: Path, *, python: str, timeout: float,
+    def __init__(self, project: Project, staging: Path, *, runner: SuiteRunner, timeout: float,
                  verify: Verifier, seed: int, baseline: list[str], baseline_seconds: float,
                  workspaces: queue.Queue[Path]) -> None:
         self.project, self.staging = project, staging
-        self.python, self.timeout, self.verify, self.seed = python, timeout, verify, seed
+        self.runner, self.timeout, self.verify, self.seed = runner, timeout, verify, seed
         self.baseline = baseline
         self.slow = min(timeout, 4 * baseline_seconds + 5)
         self.workspaces = workspaces
@@ -771,12 +711,12 @@ class _Generator:
             near = [p for p in self.project.test_files if word.search(self.test_texts[p])]
             if near and len(near) < len(self.project.test_files):
                 # Cheap first look: a mutant the nearby tests miss is dropped without the full run.
-                quick = run_tests(workspace, near, python=self.python, timeout=self.timeout, extra=("-x",))
+                quick = self.runner.run(workspace, near, timeout=self.timeout, extra=("-x",))
                 if quick.exit_code is None:
                     return "timeout"
                 if quick.exit_code == 0:
                     return "survived"
-            run = run_tests(workspace, self.project.test_files, python=self.python, timeout=self.timeout)
+            run = self.runner.run(workspace, self.project.test_files, timeout=self.timeout)
         finally:
             target.write_bytes(self.project.files[m.path])
             self.workspaces.put(workspace)
@@ -819,7 +759,9 @@ def generate_tasks(
       project's grader, cwm_agent.grade, in the sandbox image), "local" (this machine's
       `python`), "auto" (docker when the engine and image are there), or a callable
       (task, patch) -> resolved, where patch "" means "no fix".
-    python: the interpreter that runs the project's tests (default: this one; it needs pytest).
+    python: the interpreter that runs the project's tests, on this host (it needs pytest). Default:
+      with docker verification, the sandbox image's python3 inside a container (no network, memory
+      and processes capped: mutants are unreviewed code); otherwise this interpreter.
     The same source, seed and count give the same tasks (barring timeouts on a loaded machine).
     """
     dest = Path(dest)
@@ -827,14 +769,15 @@ def generate_tasks(
         raise GenerateError(f"{dest} is not empty; give a new or empty folder for the tasks")
     if count < 1 or jobs < 1:
         raise GenerateError("count and jobs must be at least 1")
-    python = python or sys.executable
     started = time.monotonic()
-    verifier = _pick_verifier(verify, python, timeout_per_mutant)
+    if verify == "auto":
+        verify = "docker" if _docker_ready() else "local"
+    verifier = _pick_verifier(verify, python or sys.executable, timeout_per_mutant)
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cwm-generate-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="cwm-generate-") as tmp_name, _runner(python, verify, tmp_name) as runner:
         tmp = Path(tmp_name)
         project = load_project(obtain_source(source, tmp))
-        baseline, baseline_seconds = _baseline(project, tmp, python, timeout_per_mutant)
+        baseline, baseline_seconds = _baseline(project, tmp, runner, timeout_per_mutant)
         timeout = min(timeout_per_mutant, max(20.0, 6 * baseline_seconds))
         mutations = [m for path in project.source_files
                      for m in find_mutations(project.files[path].decode("utf-8", "replace"), path)]
@@ -844,7 +787,7 @@ def generate_tasks(
             shutil.copytree(project.root, tmp / f"work{n}", ignore=shutil.ignore_patterns("__pycache__", ".git"))
             workspaces.put(tmp / f"work{n}")
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
-        generator = _Generator(project, staging, python=python, timeout=timeout, verify=verifier,
+        generator = _Generator(project, staging, runner=runner, timeout=timeout, verify=verifier,
                                seed=seed, baseline=baseline, baseline_seconds=baseline_seconds,
                                workspaces=workspaces)
         try:
@@ -859,7 +802,8 @@ def generate_tasks(
     reasons = Counter(o.reason for o in outcomes.values())
     summary = {
         "source": str(source), "project": project.name, "version": project.version, "seed": seed,
-        "count": count, "jobs": jobs, "python": python, "verify": verify if isinstance(verify, str) else "custom",
+        "count": count, "jobs": jobs, "tests_run_with": str(runner),
+        "verify": verify if isinstance(verify, str) else "custom",
         "baseline_tests": len(baseline), "baseline_seconds": round(baseline_seconds, 2),
         "timeout_per_run": round(timeout, 1), "candidates": len(candidates), "tried": len(outcomes),
         "kept": len(folders), "outcomes": dict(sorted(reasons.items())),
@@ -882,24 +826,38 @@ def _pick_verifier(verify: str | Verifier, python: str, timeout: float) -> Verif
                                 "engine (bash scripts/install-docker.sh) and run `cwm-agent doctor`, "
                                 "or use verify='local'")
         return docker_verify()
-    if verify == "auto":
-        return docker_verify() if _docker_ready() else local_verify(python, timeout=max(timeout, 120.0))
     raise GenerateError(f"verify must be 'auto', 'local', 'docker' or a callable, not {verify!r}")
 
 
-def _baseline(project: Project, tmp: Path, python: str, timeout: float) -> tuple[list[str], float]:
+@contextlib.contextmanager
+def _runner(python: str | None, verify: str | Verifier, scratch: str) -> Iterator[SuiteRunner]:
+    """Where the suites run: see generate_tasks's `python`."""
+    if python is None and verify == "docker":
+        from cwm_agent import grade
+        from cwm_agent.sandbox.image import default_image
+
+        runner: SuiteRunner = ContainerRunner(grade._docker_client(), default_image(), Path(scratch))
+    else:
+        runner = HostRunner(python or sys.executable)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def _baseline(project: Project, tmp: Path, runner: SuiteRunner, timeout: float) -> tuple[list[str], float]:
     """The tests that pass in two runs of the untouched project, in the suite's order."""
     work = tmp / "baseline"
     shutil.copytree(project.root, work, ignore=shutil.ignore_patterns("__pycache__", ".git"))
-    runs = [run_tests(work, project.test_files, python=python, timeout=max(timeout, 600.0)) for _ in range(2)]
+    runs = [runner.run(work, project.test_files, timeout=max(timeout, 600.0)) for _ in range(2)]
     first, second = runs
     if first.exit_code is None or first.collection_failed:
         tail = "\n".join(first.output.strip().splitlines()[-15:])
-        raise GenerateError(f"the project's test suite does not run cleanly with {python}:\n{tail}\n"
-                            "install what it needs into that Python (or pass python=...)")
+        raise GenerateError(f"the project's test suite does not run cleanly with {runner}:\n{tail}\n"
+                            "install what it needs into a Python and pass it (python=..., or --python)")
     passing = [t for t, s in first.statuses.items() if s == "PASSED" and second.statuses.get(t) == "PASSED"]
     if not passing:
-        raise GenerateError(f"no test of {project.name} passes with {python}; nothing to break")
+        raise GenerateError(f"no test of {project.name} passes with {runner}; nothing to break")
     return passing, max(r.seconds for r in runs)
 
 

@@ -43,14 +43,22 @@ def _git(repo: Path, *args: str) -> str:
 
 def _git_dirs(repo: Path) -> tuple[Path, Path, Path] | None:
     """(work tree top, git dir, common git dir) of the repository `repo` is in, in one git
-    call; None for a plain directory. The two git dirs differ in a linked worktree."""
-    done = subprocess.run(_host_git(repo, "rev-parse", "--show-toplevel", "--absolute-git-dir",
-                                    "--path-format=absolute", "--git-common-dir"), capture_output=True)
+    call; None for a plain directory. The two git dirs differ in a linked worktree.
+    Any other failure is an error: copying a repository as a plain directory would take
+    its ignored files (secrets such as .env) along."""
+    try:
+        done = subprocess.run(_host_git(repo, "rev-parse", "--show-toplevel", "--absolute-git-dir",
+                                        "--git-common-dir"),
+                              capture_output=True, env={**os.environ, "LC_ALL": "C"})
+    except FileNotFoundError:
+        raise SandboxError("git is not installed on this host; install it (apt-get install git)") from None
+    if done.returncode != 0:
+        if b"not a git repository" in done.stderr:
+            return None
+        raise SandboxError(f"git rev-parse failed in {repo}: {done.stderr.decode(errors='replace').strip()}")
     lines = done.stdout.decode("utf-8", errors="surrogateescape").splitlines()
-    if done.returncode != 0 or len(lines) != 3:
-        return None
-    top, git_dir, common = (Path(line) for line in lines)
-    return top, git_dir, common
+    top, git_dir = Path(lines[0]), Path(lines[1])
+    return top, git_dir, (repo / lines[2]).resolve()  # relative to `repo` unless absolute
 
 
 def repo_files(top: Path) -> list[str]:
