@@ -135,7 +135,7 @@ class ContainerRunner:
 
     def run(self, root: Path, test_files: list[str], *, timeout: float, extra: tuple[str, ...] = ()) -> SuiteRun:
         api = self.client.api
-        argv = ["timeout", "-s", "KILL", f"{timeout:.0f}", "python3", *_pytest_args(test_files, extra)]
+        argv = ["timeout", "-s", "KILL", str(max(1, round(timeout))), "python3", *_pytest_args(test_files, extra)]
         exec_id = api.exec_create(self.container.id, argv, workdir=str(Path(root).resolve()),
                                   environment=TEST_ENV, stdout=True, stderr=True)["Id"]
         chunks: list[bytes] = []
