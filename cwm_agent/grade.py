@@ -42,7 +42,6 @@ import secrets
 import shlex
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cwm_agent.sandbox.base import DockerUnavailable, SandboxError
+from cwm_agent.sandbox.docker import container_labels, exec_with_deadline
 from cwm_agent.tasks import Task, TaskError, load_tasks, patched_files
 
 START_MARKER = ">>>>> Start Test Output"
@@ -523,17 +523,6 @@ def checkout_archive(task: Task) -> bytes:
         return repo_archive(repo, "testbed")
 
 
-def _owner_labels(ttl: int) -> dict[str, str]:
-    """The labels of the sandbox's containers, so `cwm-agent cleanup` treats ours alike."""
-    from cwm_agent.sandbox import docker as sandbox_docker
-
-    return {
-        CONTAINER_LABEL: "grade",
-        sandbox_docker.OWNER_LABEL: sandbox_docker._owner(),
-        sandbox_docker.EXPIRES_LABEL: str(int(time.time()) + ttl),
-    }
-
-
 def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult, *,
                         client, image: str | None, timeout: float) -> None:
     import docker.errors
@@ -560,7 +549,7 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
             init=True,  # stops at once
             network_mode="none", pids_limit=4096, working_dir=REPO_ROOT, user="root",
             mem_limit=GRADE_MEMORY, memswap_limit=GRADE_MEMORY,
-            labels={**_owner_labels(ttl), f"{CONTAINER_LABEL}.instance": task.instance_id},
+            labels={**container_labels("grade", ttl), f"{CONTAINER_LABEL}.instance": task.instance_id},
         )
     except docker.errors.ImageNotFound:
         fix = "build it with: cwm-agent sandbox build" if local else "pull or build it first"
@@ -575,9 +564,11 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
             result.detail = "the patch does not apply: " + _last_lines(result.apply_log, 3)
             return
         _put_file(container, EVAL_FILE, script.encode("utf-8", "surrogateescape"), 0o755)
-        log, timed_out = _exec_with_deadline(container, ["/bin/bash", EVAL_FILE], timeout)
-        result.log = log
-        if timed_out:
+        output, code = exec_with_deadline(container.client.api, container.id, ["/bin/bash", EVAL_FILE],
+                                          timeout=timeout, on_deadline=container.kill,
+                                          workdir=REPO_ROOT, user="root")
+        log = result.log = output.decode("utf-8", "replace")
+        if code is None:
             result.status, result.detail = "error", f"the tests timed out after {timeout:g} s"
             return
         verdict = judge_log(log, task.FAIL_TO_PASS, task.PASS_TO_PASS)
@@ -610,33 +601,6 @@ def _apply_patch(container, result: GradeResult) -> bool:
             result.patch_applied_with = "already applied (git apply --check --reverse)"
     result.apply_log = "\n".join(words)
     return result.patch_applied_with is not None
-
-
-def _exec_with_deadline(container, command: list[str], timeout: float) -> tuple[str, bool]:
-    """Run a command, stdout and stderr merged; past the deadline kill the (one-shot) container."""
-    api = container.client.api
-    exec_id = api.exec_create(container.id, command, workdir=REPO_ROOT, user="root")["Id"]
-    chunks: list[bytes] = []
-    failure: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for chunk in api.exec_start(exec_id, stream=True):
-                chunks.append(chunk)
-        except Exception as exc:  # the stream breaks when we kill the container
-            failure.append(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    timed_out = reader.is_alive()
-    if timed_out:
-        # docker-py has no exec timeout and the exec's PID is a host PID: end the container.
-        container.kill()
-        reader.join(30)
-    elif failure:
-        raise failure[0]
-    return b"".join(chunks).decode("utf-8", "replace"), timed_out
 
 
 def _last_lines(text: str, count: int) -> str:

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -118,7 +117,7 @@ class ContainerRunner:
     cannot be killed from here, so `timeout -s KILL` inside ends a run that overstays."""
 
     def __init__(self, client: Any, image: str, scratch: Path, *, memory: str = "4g", ttl: int = 6 * 3600):
-        from cwm_agent.sandbox.docker import EXPIRES_LABEL, LABEL, OWNER_LABEL, _owner
+        from cwm_agent.sandbox.docker import container_labels
 
         self.client, self.image = client, image
         scratch = Path(scratch).resolve()
@@ -126,28 +125,24 @@ class ContainerRunner:
             image, ["sleep", str(ttl)], detach=True, init=True, network_mode="none",
             mem_limit=memory, memswap_limit=memory, pids_limit=1024, security_opt=["no-new-privileges"],
             volumes={str(scratch): {"bind": str(scratch), "mode": "rw"}},
-            labels={LABEL: f"suites-{uuid.uuid4().hex[:8]}", OWNER_LABEL: _owner(),
-                    EXPIRES_LABEL: str(int(time.time()) + ttl)},
+            labels=container_labels(f"suites-{uuid.uuid4().hex[:8]}", ttl),
         )
 
     def __str__(self) -> str:
         return f"python3 of {self.image} (in a container)"
 
     def run(self, root: Path, test_files: list[str], *, timeout: float, extra: tuple[str, ...] = ()) -> SuiteRun:
-        api = self.client.api
+        from cwm_agent.sandbox.docker import exec_with_deadline
+
         argv = ["timeout", "-s", "KILL", str(max(1, round(timeout))), "python3", *_pytest_args(test_files, extra)]
-        exec_id = api.exec_create(self.container.id, argv, workdir=str(Path(root).resolve()),
-                                  environment=TEST_ENV, stdout=True, stderr=True)["Id"]
-        chunks: list[bytes] = []
         started = time.monotonic()
-        reader = threading.Thread(target=lambda: chunks.extend(api.exec_start(exec_id, stream=True)), daemon=True)
-        reader.start()
-        reader.join(timeout + 30)  # `timeout` inside has ended it by then, barring a wedged engine
+        # `timeout` inside ends an overstaying run; the extra 30 s only guard against a wedged engine.
+        output, code = exec_with_deadline(self.client.api, self.container.id, argv, timeout=timeout + 30,
+                                          workdir=str(Path(root).resolve()), environment=TEST_ENV)
         seconds = time.monotonic() - started
-        code = None if reader.is_alive() else api.exec_inspect(exec_id).get("ExitCode")
         if code == 137 and seconds >= timeout:  # killed by `timeout`, not by the memory limit
             code = None
-        text = b"".join(chunks).decode("utf-8", "replace")
+        text = output.decode("utf-8", "replace")
         return SuiteRun(parse_statuses(text), text, code, seconds)
 
     def close(self) -> None:

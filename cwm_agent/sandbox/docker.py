@@ -197,6 +197,33 @@ def _owner_alive(owner: str) -> bool | None:
     return now is not None and (started in ("?", "") or now == started)
 
 
+def container_labels(run_id: str, ttl: int) -> dict[str, str]:
+    """The labels of every container cwm-agent starts: `cwm-agent cleanup` finds them by
+    LABEL and removes those whose owner is gone or whose time-to-live has passed."""
+    return {LABEL: run_id, OWNER_LABEL: _owner(), EXPIRES_LABEL: str(int(time.time()) + ttl)}
+
+
+def exec_with_deadline(api: Any, container_id: str, argv: list[str], *, timeout: float,
+                       on_deadline: Callable[[], object] | None = None, **options: Any) -> tuple[bytes, int | None]:
+    """Run `argv` in a container, stdout and stderr merged: (output, exit code), the code None
+    when it still ran at the deadline. docker-py has no exec timeout and cannot kill an exec,
+    so `on_deadline` (killing the container, say) may end it; what it printed until then is
+    read for up to 30 s more."""
+    exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True, **options)["Id"]
+    chunks: list[bytes] = []
+    failure: list[BaseException] = []
+    reader = _thread("cwm-exec-output", lambda: chunks.extend(api.exec_start(exec_id, stream=True)), failure)
+    reader.join(timeout)
+    if reader.is_alive():
+        if on_deadline is not None:
+            on_deadline()  # the stream breaks when the container goes: not a failure
+            reader.join(30)
+        return b"".join(chunks), None
+    if failure:
+        raise failure[0]
+    return b"".join(chunks), api.exec_inspect(exec_id).get("ExitCode")
+
+
 class DockerSandbox(SessionSandbox):
     """A Docker container holding a copy of the repository and the model's bash session.
 
@@ -376,11 +403,7 @@ class DockerSandbox(SessionSandbox):
             stdin_open=True,  # and, with docker-py's default detach=False, stdin-once
             tty=False,
             working_dir=self.repo_root,
-            labels={
-                LABEL: self.run_id,
-                OWNER_LABEL: _owner(),
-                EXPIRES_LABEL: str(int(time.time()) + self.ttl_seconds),
-            },
+            labels=container_labels(self.run_id, self.ttl_seconds),
             host_config=host_config,
         )
 
