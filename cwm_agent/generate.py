@@ -61,7 +61,7 @@ from typing import Callable, Iterator, Literal
 
 from cwm_agent.mutate import BUG_KINDS, OPERATORS, Mutation, find_mutations, mutant
 from cwm_agent.suites import ContainerRunner, HostRunner, SuiteRun, SuiteRunner, parse_statuses, run_tests
-from cwm_agent.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks
+from cwm_agent.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks, unpack_archive
 
 ARCHIVE_NAME = "repo.tar.gz"
 SUMMARY_FILE = "generation.json"  # next to the task folders; load_tasks ignores it
@@ -139,21 +139,10 @@ def obtain_source(spec: str | Path, workdir: Path) -> Path:
 
 
 def _unpack(archive: Path, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zipped:
-                for name in zipped.namelist():
-                    if name.startswith("/") or ".." in Path(name).parts:
-                        raise GenerateError(f"{archive}: unsafe member {name!r}")
-                zipped.extractall(out)
-        else:
-            with tarfile.open(archive) as tar:
-                tar.extractall(out, filter="data")
+        return unpack_archive(archive, out)
     except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
         raise GenerateError(f"cannot unpack {archive}: {exc}; pass an sdist (.tar.gz or .zip)") from None
-    entries = list(out.iterdir())
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
 
 def load_project(root: Path) -> Project:

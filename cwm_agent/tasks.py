@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,10 @@ class Task:
         if not hasattr(tarfile, "data_filter"):
             raise TaskError(f"unpacking {src} safely needs Python 3.11.4 or newer")
         out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="cwm-task-"))
-        out.mkdir(parents=True, exist_ok=True)
         try:
-            with tarfile.open(src) as archive:
-                archive.extractall(out, filter="data")  # refuses absolute paths, ../ and devices
+            return unpack_archive(src, out)
         except (tarfile.TarError, OSError) as exc:
             raise TaskError(f"task {self.instance_id}: cannot unpack {src}: {exc}") from None
-        entries = list(out.iterdir())
-        # An archive of one top folder (tar czf x.tgz project/) means that folder.
-        return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
     def checkout(self, dest: Path) -> str:
         """Copy the source into `dest` (new or empty), commit it, return the commit id."""
@@ -120,6 +116,24 @@ class Task:
         """The row as JSON-ready dict (SWE-bench columns first; `path` left out)."""
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("path", "extra")}
         return {**row, **self.extra}
+
+
+def unpack_archive(archive: Path, out: Path) -> Path:
+    """Unpack a tar (any compression) or a .zip into `out`, refusing absolute paths, `..` and
+    devices. An archive of one top folder (tar czf x.tgz project/) means that folder.
+    Raises tarfile.TarError, zipfile.BadZipFile or OSError."""
+    out.mkdir(parents=True, exist_ok=True)
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zipped:
+            for name in zipped.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise tarfile.TarError(f"unsafe member {name!r}")
+            zipped.extractall(out)
+    else:
+        with tarfile.open(archive) as tar:
+            tar.extractall(out, filter="data")
+    entries = list(out.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
 
 def patched_files(diff: str) -> list[str]:
