@@ -472,6 +472,8 @@ def write_issue(project: Project, mutation: Mutation, f2p: list[str], output: st
 def local_verify(python: str | None = None, timeout: float = 600.0) -> Verifier:
     """A verifier that grades on this machine: check the task out, apply the test patch and the
     patch, run the task's tests with `python` and judge as SWE-bench does."""
+    from cwm_agent.grade import F2P_OK, P2P_OK  # SWE-bench's passing statuses
+
     python = python or sys.executable
 
     def verify(task: Task, patch: str) -> bool:
@@ -484,9 +486,8 @@ def local_verify(python: str | None = None, timeout: float = 600.0) -> Verifier:
             run = run_tests(repo, task.test_files, python=python, timeout=timeout)
         if run.exit_code is None:
             return False
-        f2p_ok, p2p_ok = ("PASSED", "XFAIL"), ("PASSED", "XFAIL", "SKIPPED")
-        return (all(run.statuses.get(t) in f2p_ok for t in task.FAIL_TO_PASS)
-                and all(run.statuses.get(t) in p2p_ok for t in task.PASS_TO_PASS))
+        return (all(run.statuses.get(t) in F2P_OK for t in task.FAIL_TO_PASS)
+                and all(run.statuses.get(t) in P2P_OK for t in task.PASS_TO_PASS))
 
     return verify
 
