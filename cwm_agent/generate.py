@@ -508,17 +508,21 @@ def docker_verify(timeout: float = 300.0) -> Verifier:
 
 
 def _docker_ready() -> bool:
+    """The engine answers and the sandbox image is there."""
+    from cwm_agent.sandbox.base import DockerUnavailable
+    from cwm_agent.sandbox.docker import docker_client
+    from cwm_agent.sandbox.image import default_image, image_exists
+
     try:
-        from cwm_agent import grade
-
-        client = grade._docker_client()
-        from cwm_agent.sandbox.image import default_image
-
-        client.images.get(default_image())
-        client.close()
-        return True
-    except Exception:
+        client = docker_client(timeout=10)
+    except DockerUnavailable:
         return False
+    try:
+        return image_exists(client, default_image())
+    except Exception:  # the engine failed mid-check: not ready either
+        return False
+    finally:
+        client.close()
 
 
 def _git_apply(repo: Path, diff: str) -> bool:
