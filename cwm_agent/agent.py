@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from cwm_agent import protocol
 from cwm_agent.config import Settings
-from cwm_agent.model import ContextLengthExceeded, Model, ModelError
+from cwm_agent.model import Completion, ContextLengthExceeded, Model, ModelError
 from cwm_agent.protocol import Action, ActionError, Transcript
 from cwm_agent.sandbox.base import Sandbox, SandboxError
 from cwm_agent.tokens import TokenizeError
@@ -40,6 +40,12 @@ class Exit(str, Enum):
     def infrastructure(self) -> bool:
         """Never the agent's fault: a batch can re-run exactly these."""
         return self in (Exit.MODEL_ERROR, Exit.SANDBOX_ERROR)
+
+    @property
+    def finished(self) -> bool:
+        """Ended as CWM's episodes succeed: submitted, then summarised. Only these are graded;
+        an episode ended by a limit failed, whatever it submitted (CWM's swerl_tool.py `step`)."""
+        return self is Exit.SUBMITTED
 
 
 class Events:
@@ -90,7 +96,7 @@ class Agent:
         self.model, self.sandbox = model, sandbox
         self.limits = limits or Limits()
         if model.max_context:  # the server's window, when smaller than ours, is the real limit
-            self.limits.context_window = min(self.limits.context_window, model.max_context)
+            self.limits = replace(self.limits, context_window=min(self.limits.context_window, model.max_context))
         self.tools, self.reasoning = tools, reasoning
         self.trajectory = trajectory
         self.events = events or Events()
@@ -111,8 +117,6 @@ class Agent:
             while True:
                 if self.should_stop():
                     raise _End(Exit.INTERRUPTED, "stopped by the runner")
-                if turn >= self.limits.max_turns:
-                    raise _End(Exit.TURN_LIMIT, f"{turn} turns used")
                 if self.limits.wall_time and time.monotonic() - started > self.limits.wall_time:
                     raise _End(Exit.TIME_LIMIT, f"wall time {self.limits.wall_time:.0f}s spent")
                 turn += 1
@@ -120,7 +124,7 @@ class Agent:
                 if summary is not None:
                     raise _End(Exit.SUBMITTED, "submitted and summarised")
                 errors_in_row = errors_in_row + 1 if step.format_error else 0
-                if errors_in_row >= self.limits.max_format_errors:
+                if self.limits.max_format_errors and errors_in_row >= self.limits.max_format_errors:
                     raise _End(Exit.FORMAT_ERRORS, f"{errors_in_row} malformed replies in a row")
         except _End as end:
             result = EpisodeResult(end.exit, end.detail)
@@ -134,6 +138,7 @@ class Agent:
             result = EpisodeResult(Exit.MODEL_ERROR, f"tokenizer: {exc}")
         except SandboxError as exc:
             result = EpisodeResult(Exit.SANDBOX_ERROR, str(exc))
+        self._settle_at_end()
         result.submission, result.summary = self.submission, summary
         result.turns, result.tokens = turn, self.tokens_used
         result.timings = dict(self.totals, wall=time.monotonic() - started)
@@ -150,19 +155,25 @@ class Agent:
                                         session_timeout=_seconds(getattr(self.sandbox, "command_timeout", 120)),
                                         context_window=self.limits.context_window,
                                         max_turns=self.limits.max_turns)
-        issue = protocol.truncate_issue(issue, count)
-        user = protocol.issue_prompt(issue, repo_root=self.sandbox.repo_root)
+        user = protocol.truncate_user_message(protocol.issue_prompt(issue, repo_root=self.sandbox.repo_root), count)
         self.transcript = Transcript.start(system, user, reasoning=self.reasoning)
-        # Length of the transcript text already sent or received: what lies beyond it is new,
-        # both for the trajectory's prompt deltas and for token counting.
+        # Length of the transcript text already in the trajectory: what lies beyond it is the next
+        # step's prompt delta.
         self._known = 0
+        # Token accounting as CWM's: the prompt, then each reply's generated tokens (its stop token
+        # included), then each observation. `tokens_used` is exact for the transcript's first
+        # `_counted` characters; the text after it (the latest observation) is settled at the next
+        # request, from the prompt_tokens the server reports, so an observation costs one count
+        # (its budget estimate) instead of two. `_pending_bound` bounds its tokens meanwhile.
         self.tokens_used = count(self.transcript.prompt)
+        self._counted = len(self.transcript.prompt)
+        self._pending_bound = 0
 
     def _step(self, turn: int) -> tuple[Step, str | None]:
         t0 = time.perf_counter()
         transcript = self.transcript
         prompt = transcript.prompt
-        room = self.limits.context_window - self.tokens_used
+        room = self.limits.context_window - self.tokens_used - self._pending_bound
         max_tokens = min(self.limits.turn_tokens, room)
         if max_tokens <= 0:
             raise _End(Exit.CONTEXT_LIMIT, f"{self.tokens_used} of {self.limits.context_window} tokens used")
@@ -171,18 +182,31 @@ class Agent:
         self._known = len(prompt)
         t_model = time.perf_counter()
         completion = self.model.complete(transcript, max_tokens=max_tokens, on_text=self.events.on_text)
-        if self.imagination:  # imagines the outcome; lookahead may swap in another sampled reply
+        self._settle(completion)
+        if self.imagination and turn < self.limits.max_turns:  # the last reply never runs: nothing to imagine
+            # imagines the outcome; lookahead may swap in another sampled reply
             completion = self.imagination.choose(self, step, completion, max_tokens)
         model_s = time.perf_counter() - t_model
         step.completion, step.finish_reason, step.cut_off = completion.text, completion.finish_reason, completion.cut_off
-        transcript.add_assistant(completion.text)
-        self._known += len(completion.text)
-        produced = completion.completion_tokens or self.model.counter.count(completion.text)
+        step.stop = completion.stop
+        transcript.add_assistant(completion.text, completion.stop)
+        reply = completion.text + (completion.stop or "")
+        self._known += len(reply)
+        self._counted += len(reply)
+        produced = completion.completion_tokens
+        if produced is None:
+            produced = self.model.counter.count(reply)
         self.tokens_used += produced
         step.tokens = {"prompt": completion.prompt_tokens, "completion": produced}
-        if completion.cut_off and produced >= room:
+        # CWM's order (swerl_tool.py `step`): the reply counts as a turn; over the context, or at the
+        # turn limit, the episode fails BEFORE the reply's action runs, whatever it holds.
+        if self.tokens_used > self.limits.context_window or (completion.cut_off and produced >= room):
             self._record(step, t0, model_s, 0.0)
-            raise _End(Exit.CONTEXT_LIMIT, "the reply ran into the end of the context window")
+            raise _End(Exit.CONTEXT_LIMIT, f"{self.tokens_used} of {self.limits.context_window} tokens used "
+                                           "after the reply")
+        if turn >= self.limits.max_turns:
+            self._record(step, t0, model_s, 0.0)
+            raise _End(Exit.TURN_LIMIT, f"reply {turn} of {self.limits.max_turns} reached the turn limit")
 
         summary, command_s = None, 0.0
         if self.submission is not None and protocol.is_final_summary(completion.text, reasoning=self.reasoning):
@@ -192,7 +216,7 @@ class Agent:
                 action = protocol.parse_action(completion.text, reasoning=self.reasoning, tools=self.tools)
             except ActionError as exc:
                 step.format_error = exc.feedback
-                self._append("user", protocol.format_error_message(exc.feedback))
+                self._append("user", exc.feedback)
             else:
                 step.action = {"tool": action.tool, "body": action.body}
                 self.events.on_action(step)
@@ -209,29 +233,51 @@ class Agent:
         return step, summary
 
     def _observe(self, step: Step, action: Action, outcome: ToolResult, turn: int) -> None:
-        count = self.model.counter.count
-        feedback = protocol.truncate_result(outcome.feedback, count)
         if outcome.command is not None:
             step.command_status, step.exit_code = outcome.command.status, outcome.command.exit_code
         if outcome.submitted_patch is not None:
             self.submission, step.submitted = outcome.submitted_patch, True
-        body = protocol.budgeted_tool_result(feedback, remaining_turns=self.limits.max_turns - turn,
-                                             context_window=self.limits.context_window,
-                                             tokens_so_far=self.tokens_used, count=count, tool=action.tool)
-        step.observation = feedback
-        self._append(f"tool: {action.tool}", body)
+        message = protocol.budgeted_tool_result(outcome.feedback, remaining_turns=self.limits.max_turns - turn,
+                                                context_window=self.limits.context_window,
+                                                tokens_so_far=self.tokens_used, count=self.model.counter.count,
+                                                tool=action.tool)
+        step.observation = outcome.feedback
+        self._append(f"tool: {action.tool}", message.body, message.upper_bound)
 
-    def _append(self, role: str, body: str) -> None:
+    def _append(self, role: str, body: str, bound: int | None = None) -> None:
+        """Add a message after the latest reply. Its tokens are settled at the next request;
+        until then they are bounded by `bound` (or counted, for a short user message)."""
         if role == "user":
             self.transcript.add_user(body)
         else:
             self.transcript.add_tool_result(role.removeprefix("tool: "), body)
-        # New text: maybe a closing <|eot_id|>, the message, the next header. Counted piece by
-        # piece (exact: special tokens bound the pieces), so the message's count, already
-        # taken for its budget block, comes from the counter's cache instead of a new request.
+        # New text: maybe a closing <|eot_id|>, the message, the next generation prompt.
+        count = self.model.counter.count
         message = protocol.render_message(role, body)
-        head, _, tail = self.transcript.prompt[self._known:].partition(message)
-        self.tokens_used += sum(self.model.counter.count(piece) for piece in (head, message, tail) if piece)
+        head, _, tail = self.transcript.prompt[self._counted:].partition(message)
+        self._pending_bound = (sum(count(piece) for piece in (head, tail) if piece)
+                               + (bound if bound is not None else count(message)))
+
+    def _settle(self, completion: Completion) -> None:
+        """Make `tokens_used` exact for the whole prompt: the server's prompt_tokens for CWM's text
+        format (it tokenized exactly this text), else a count of the text added since."""
+        prompt = self.transcript.prompt
+        if completion.prompt_tokens is not None and self.model.format == "cwm":
+            self.tokens_used = completion.prompt_tokens
+        elif self._counted < len(prompt):
+            self.tokens_used += self.model.counter.count(prompt[self._counted:])
+        self._counted, self._pending_bound = len(prompt), 0
+
+    def _settle_at_end(self) -> None:
+        """An episode that ended after an observation (interrupted, a time limit, an error): count
+        the dialog's text not yet counted (without the generation prompt no reply followed)."""
+        if self.transcript is None or self._counted >= len(self.transcript.text):
+            return
+        try:
+            self.tokens_used += self.model.counter.count(self.transcript.text[self._counted:])
+        except (TokenizeError, ModelError):  # the server is gone: keep the bound
+            self.tokens_used += self._pending_bound
+        self._counted, self._pending_bound = len(self.transcript.text), 0
 
     def _record(self, step: Step, t0: float, model_s: float, command_s: float) -> None:
         step.tokens["context_used"] = self.tokens_used

@@ -158,11 +158,13 @@ class ImaginationError(ConfigError):
 # --- the prompts ------------------------------------------------------------------------
 
 
-def prediction_prompt(transcript_prompt: str, completion: str, tool: str) -> str:
+def prediction_prompt(transcript_prompt: str, completion: str, tool: str, stop: str | None = protocol.EOT) -> str:
     """The prediction request's prompt: the transcript's prompt (ending in the generation prompt),
-    the model's reply verbatim and <|eot_id|>, then the tool message header and "<output>\\n"."""
-    reply = completion.removesuffix(protocol.EOT) + protocol.EOT
-    return transcript_prompt + reply + PREDICTION_PREFILL.format(tool=tool)
+    the model's reply closed as the transcript will close it (its stop token, then <|eot_id|>
+    unless that was it), then the tool message header and "<output>\\n"."""
+    if stop == protocol.EOT:
+        completion = completion.removesuffix(protocol.EOT)
+    return transcript_prompt + protocol.closed_reply(completion, stop) + PREDICTION_PREFILL.format(tool=tool)
 
 
 def predicted_feedback(text: str) -> str:
@@ -418,9 +420,13 @@ _SUBMISSION = re.compile(re.escape(protocol.FEEDBACK["submit_success"].split("{p
 
 
 def imagined_submission(feedback: str) -> str | None:
-    """The patch an imagined submit feedback shows, with the newline the feedback drops."""
+    """The patch an imagined submit feedback shows (the feedback is raw: the patch keeps its last
+    newline; one is added when the imagined patch lacks it, as git needs it)."""
     match = _SUBMISSION.match(feedback)
-    return match.group(1) + "\n" if match and match.group(1).startswith("diff") else None
+    if not match or not match.group(1).startswith("diff"):
+        return None
+    patch = match.group(1)
+    return patch if patch.endswith("\n") else patch + "\n"
 
 
 # --- the agent's hook -----------------------------------------------------------------------
@@ -482,7 +488,9 @@ class Imagination:
                 completion.completion_tokens if completion.completion_tokens is not None else count(completion.text))
 
     def _request(self, prompt: str, **kw: Any) -> Completion:
-        completion = self.model.complete_text(prompt, **kw)
+        return self._tallied(self.model.complete_text(prompt, **kw), prompt)
+
+    def _tallied(self, completion: Completion, prompt: str) -> Completion:
         self._turn.tally.add(completion, *self._count(completion, prompt))
         return completion
 
@@ -511,7 +519,7 @@ class Imagination:
             if self.spec.mode == "lookahead":
                 completion, action = self._lookahead(agent, step, completion, action, max_tokens)
             else:
-                self._turn.prediction = self.predict(*self._prediction_args(agent, completion.text, action))
+                self._turn.prediction = self.predict(*self._prediction_args(agent, completion, action))
             self._turn.action = action
         if action is not None or self.spec.dream:
             step.imagined = {"mode": self.spec.mode, **(step.imagined or {})}
@@ -557,8 +565,8 @@ class Imagination:
         except ActionError:
             return None
 
-    def _prediction_args(self, agent: Agent, text: str, action: Action) -> tuple[str, int]:
-        prompt = prediction_prompt(agent.transcript.prompt, text, action.tool)
+    def _prediction_args(self, agent: Agent, reply: Completion, action: Action) -> tuple[str, int]:
+        prompt = prediction_prompt(agent.transcript.prompt, reply.text, action.tool, reply.stop)
         count = agent.model.counter.count
         used = agent.tokens_used + count(prompt[len(agent.transcript.prompt):])
         return prompt, agent.limits.context_window - used
@@ -568,9 +576,9 @@ class Imagination:
         replies: list[Completion] = [first]
         for _ in range(self.spec.candidates - 1):
             try:
-                extra = self._request(agent.transcript.prompt, max_tokens=max_tokens,
-                                      temperature=getattr(agent.model, "temperature", None) or 1.0,
-                                      top_p=getattr(agent.model, "top_p", None) or 0.95)
+                # A candidate for the turn itself: sampled exactly as the agent samples a turn.
+                extra = self._tallied(agent.model.complete(agent.transcript, max_tokens=max_tokens),
+                                      agent.transcript.prompt)
             except ModelError as exc:
                 step.imagined = {"candidate_error": f"{exc.kind}: {exc}"}
                 break
@@ -598,7 +606,7 @@ class Imagination:
                                   if k in ("prediction", "cut_off")})
                 else:
                     seen[act] = number
-                    prediction = self.predict(*self._prediction_args(agent, reply.text, act))
+                    prediction = self.predict(*self._prediction_args(agent, reply, act))
                     entry["prediction"] = prediction.get("prediction")
                     entry["finish_reason_prediction"] = prediction.get("finish_reason")
                     entry["cut_off"] = prediction.get("cut_off", False)
@@ -626,8 +634,8 @@ class Imagination:
         if cap <= 0:
             return 1, {"index": 1, "source": "default", "error": "no room left in the context window to choose"}
         try:
-            reply = self._request(prompt, max_tokens=cap, temperature=getattr(agent.model, "temperature", None) or 1.0,
-                                  top_p=getattr(agent.model, "top_p", None) or 0.95, stop=[CHOICE_STOP])
+            reply = self._request(prompt, max_tokens=cap, temperature=self.model.temperature,
+                                  top_p=self.model.top_p, stop=[CHOICE_STOP])
         except ModelError as exc:
             return 1, {"index": 1, "source": "default", "error": f"{exc.kind}: {exc}"}
         number, source = parse_choice(reply.text, len(offered))

@@ -8,18 +8,20 @@ retry retryable failures with exponential backoff and full jitter, and raise one
 of the named ``ModelError`` kinds otherwise. ``connect`` picks the client from the
 server's ``/models`` list. The embedded CPU model lives in ``local_model``.
 
-Stop tokens: vLLM leaves the stop token's text out of the reply by default, but a
-server started with ``include_stop_str_in_output`` keeps it. The clients strip one
-trailing ``<|eot_id|>``/``<|eom_id|>``/``<|end_of_text|>`` so ``Completion.text`` is the
-same either way; ``Transcript.add_assistant`` then appends ``<|eot_id|>`` itself.
-While streaming, text that could be the start of such a token is held back until
-it is known not to be one, so ``on_text`` never shows a stop token either.
+Stop tokens: CWM's transcript keeps the stop token the model generated (<|eot_id|>, or
+<|eom_id|>, ...), with <|eot_id|> after it when it was another one (cwm/rl/envs/dialog.py
+``transition``). ``CWMClient`` asks vLLM to keep the stop token's text in the reply
+(``include_stop_str_in_output``) and reads ``stop_reason``; ``Completion.text`` is the reply
+without that token and ``Completion.stop`` the token itself (None when the reply was cut off).
+While streaming, text that could be the start of a special token is held back until it is
+known not to be a stop token, so ``on_text`` never shows one.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
-from cwm_agent.protocol import STOP_TEXTS, STOP_TOKEN_IDS
-from cwm_agent.tokens import EstimateCounter, HTTPTokenizeCounter, TokenCounter, server_root
+from cwm_agent.protocol import EOT, STOP_TEXTS, STOP_TOKEN_IDS, STOP_TOKENS
+from cwm_agent.tokens import SPECIAL_TOKEN, EstimateCounter, HTTPTokenizeCounter, TokenCounter, server_root
 
 if TYPE_CHECKING:
     from cwm_agent.protocol import Transcript
@@ -49,8 +51,9 @@ class Completion:
     text: str
     finish_reason: str | None
     prompt_tokens: int | None
-    completion_tokens: int | None
+    completion_tokens: int | None  # vLLM's count includes the stop token
     seconds: float
+    stop: str | None = None  # the stop token the model generated; None: cut off (or none known)
 
     @property
     def cut_off(self) -> bool:
@@ -259,7 +262,7 @@ def iter_sse(lines: Iterable[str]) -> Iterator[str]:
 
 
 class StopTail:
-    """Forwards streamed text to ``on_text`` while holding back a possible trailing stop token."""
+    """Forwards streamed text to ``on_text`` while holding back what may be a trailing stop token."""
 
     def __init__(self, on_text: OnText | None) -> None:
         self.on_text = on_text
@@ -276,38 +279,60 @@ class StopTail:
         if emit and self.on_text is not None:
             self.on_text(emit)
 
-    def finish(self) -> str:
-        """The whole reply without a trailing stop token; flushes what was held back."""
-        text = strip_stop_text("".join(self.parts))
-        rest = strip_stop_text(self.pending)
+    def finish(self, stopped: bool = True) -> str:
+        """The whole reply as received; flushes what was held back, less the stop token.
+
+        ``stopped``: the reply ended on a stop (finish_reason "stop"), so a special token at
+        its very end is the stop token; otherwise (cut off) everything is shown."""
+        text = "".join(self.parts)
+        _, stop = split_stop(text, stopped)
+        rest = self.pending[: len(self.pending) - len(stop)] if stop else self.pending
         if rest and self.on_text is not None:
             self.on_text(rest)
         self.pending = ""
         return text
 
 
+_SPECIAL_START = re.compile(r"<(\|[A-Za-z0-9_]*\|?)?")
+
+
 def _held_suffix(text: str) -> int:
-    """Length of the longest suffix of ``text`` that is a stop token or the start of one."""
-    tail = text[-16:]
-    if "<" not in tail:  # the fast path: almost every delta
+    """Length of the suffix of ``text`` that is a special token or the start of one."""
+    start = text.rfind("<", max(0, len(text) - 48))
+    if start < 0:  # the fast path: almost every delta
         return 0
-    for stop in STOP_TEXTS:
-        if text.endswith(stop):
-            return len(stop)
-    best = 0
-    for stop in STOP_TEXTS:
-        for k in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:k]):
-                best = k
-                break
-    return best
+    piece = text[start:]
+    return len(piece) if SPECIAL_TOKEN.fullmatch(piece) or _SPECIAL_START.fullmatch(piece) else 0
 
 
-def strip_stop_text(text: str) -> str:
-    for stop in STOP_TEXTS:
-        if text.endswith(stop):
-            return text[: -len(stop)]
-    return text
+def split_stop(text: str, stopped: bool = True) -> tuple[str, str | None]:
+    """(text, stop token): a special token ending a stopped reply is its stop token (CWM's
+    <|eot_id|>, <|eom_id|>, <|end_of_text|>, or another model's own, such as <|im_end|>)."""
+    if stopped:
+        for stop in STOP_TEXTS:
+            if text.endswith(stop):
+                return text[: -len(stop)], stop
+        match = SPECIAL_TOKEN.search(text[-48:])
+        if match is not None and text.endswith(match.group()):
+            return text[: -len(match.group())], match.group()
+    return text, None
+
+
+def stop_token(found: str | None, finish_reason: str | None, stop_reason: Any) -> str | None:
+    """The stop token a reply ended with, from its text, vLLM's ``stop_reason``, or its finish reason.
+
+    ``stop_reason`` is the token id when a ``stop_token_ids`` entry stopped it, a string when
+    a stop string did (no token then), and None for the model's end-of-sequence token,
+    which for CWM is <|eot_id|>."""
+    if finish_reason != "stop":
+        return None  # cut off: the caller closes the turn with <|eot_id|>
+    if found is not None:
+        return found
+    if isinstance(stop_reason, str):
+        return None
+    if isinstance(stop_reason, int):
+        return STOP_TOKENS.get(stop_reason)
+    return EOT
 
 
 # -- HTTP clients -------------------------------------------------------------------------
@@ -318,6 +343,10 @@ def _make_http(api_key: str | None, timeout: float) -> httpx.Client:
     # The read timeout bounds the silence between two streamed chunks (or before the
     # first, which includes prefill of a long prompt), not the whole reply.
     return httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+
+
+# What a response yields: (text, finish_reason, stop_reason, usage).
+_Answer = tuple[str, "str | None", Any, "dict | None"]
 
 
 class _HTTPModel:
@@ -401,18 +430,21 @@ class _HTTPModel:
                     result = self._read_whole(response, on_text)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, url, streaming=streaming) from exc
-        text, finish, usage = result
+        text, finish, stop_reason, usage = result
+        text, found = split_stop(text, finish == "stop")
         return Completion(
             text=text,
             finish_reason=finish,
             prompt_tokens=_int(usage, "prompt_tokens"),
             completion_tokens=_int(usage, "completion_tokens"),
             seconds=time.perf_counter() - started,
+            stop=stop_token(found, finish, stop_reason),
         )
 
-    def _read_stream(self, response: httpx.Response, on_text: OnText | None) -> tuple[str, str | None, dict | None]:
+    def _read_stream(self, response: httpx.Response, on_text: OnText | None) -> _Answer:
         tail = StopTail(on_text)
         finish: str | None = None
+        stop_reason: Any = None
         usage: dict | None = None
         done = False
         for data in iter_sse(response.iter_lines()):
@@ -432,12 +464,12 @@ class _HTTPModel:
                 raise MalformedResponse(f"a stream chunk has a malformed choice: {data[:200]}")
             tail.feed(self._delta(choice))
             if choice.get("finish_reason") is not None:
-                finish = choice["finish_reason"]
+                finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
         if not done and finish is None:
             raise StreamError("the event stream ended before the reply finished (no finish_reason, no [DONE])")
-        return tail.finish(), finish, usage
+        return tail.finish(finish == "stop"), finish, stop_reason, usage
 
-    def _read_whole(self, response: httpx.Response, on_text: OnText | None) -> tuple[str, str | None, dict | None]:
+    def _read_whole(self, response: httpx.Response, on_text: OnText | None) -> _Answer:
         body = _json(response.text)
         try:
             choice = body["choices"][0]
@@ -446,11 +478,12 @@ class _HTTPModel:
             raise MalformedResponse(f"no choices[0] text in the answer: {response.text[:300]}") from exc
         if not isinstance(text, str):
             raise MalformedResponse(f"choices[0] holds no text: {response.text[:300]}")
-        text = strip_stop_text(text)
-        if text and on_text is not None:
-            on_text(text)
+        finish = choice.get("finish_reason")
+        shown, _ = split_stop(text, finish == "stop")
+        if shown and on_text is not None:
+            on_text(shown)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
-        return text, choice.get("finish_reason"), usage
+        return text, finish, choice.get("stop_reason"), usage
 
     # The two wire formats differ only in where the text sits.
     def _delta(self, choice: dict[str, Any]) -> str:
@@ -493,21 +526,33 @@ class CWMClient(_HTTPModel):
     format: Format = "cwm"
     _path = "/completions"
 
+    # The ids that end a turn: CWM's; a server running another model (the CPU test tier) sets its own.
+    stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS
+
     def complete(self, transcript: Transcript, *, max_tokens: int, on_text: OnText | None = None) -> Completion:
-        return self.complete_text(transcript.prompt, max_tokens=max_tokens, on_text=on_text)
+        """The next turn, sampled with the configured temperature and top_p; the reply's stop token
+        comes back as ``Completion.stop`` (the transcript keeps it, as CWM's did)."""
+        return self.complete_text(transcript.prompt, max_tokens=max_tokens, temperature=self.temperature,
+                                  top_p=self.top_p, stop_token_ids=self.stop_token_ids, keep_stop_token=True,
+                                  on_text=on_text)
 
     def complete_text(
         self,
         prompt: str,
         *,
         max_tokens: int,
-        temperature: float = TEMPERATURE,
-        top_p: float = TOP_P,
+        temperature: float | None = TEMPERATURE,
+        top_p: float | None = TOP_P,
         stop: list[str] | None = None,
         stop_token_ids: Iterable[int] = STOP_TOKEN_IDS,
+        keep_stop_token: bool = False,
         on_text: OnText | None = None,
     ) -> Completion:
-        """Complete any text prompt (also used for execution traces and imagined outputs)."""
+        """Complete any text prompt (also used for execution traces and imagined outputs).
+
+        ``keep_stop_token``: ask vLLM to keep the stop token's text in the reply, so the
+        token the model generated is known (``Completion.stop``) even when it is not the
+        end-of-sequence token."""
         payload: dict[str, Any] = {
             "model": self.name,
             "prompt": prompt,
@@ -522,6 +567,8 @@ class CWMClient(_HTTPModel):
         }
         if stop:
             payload["stop"] = list(stop)
+        if keep_stop_token:
+            payload["include_stop_str_in_output"] = True
         return self._post(payload, on_text)
 
     def _delta(self, choice: dict[str, Any]) -> str:
@@ -595,6 +642,8 @@ def connect(
     base_delay: float = 1.0,
     max_delay: float = 30.0,
     timeout: float = 600.0,
+    temperature: float | None = TEMPERATURE,
+    top_p: float | None = TOP_P,
     on_retry: OnRetry | None = None,
 ) -> Model:
     """The model to talk to: the embedded CPU model when ``base_url`` is None, else the server's.
@@ -631,6 +680,8 @@ def connect(
         retries=retries,
         base_delay=base_delay,
         max_delay=max_delay,
+        temperature=temperature,
+        top_p=top_p,
         on_retry=on_retry,
         http=http,
     )

@@ -44,6 +44,7 @@ EOM = "<|eom_id|>"
 EOT = "<|eot_id|>"
 STOP_TOKEN_IDS = (128001, 128008, 128009)
 STOP_TEXTS = (EOT, EOM, END_OF_TEXT)
+STOP_TOKENS = {128001: END_OF_TEXT, 128008: EOM, 128009: EOT}  # STOP_TOKEN_IDS by their texts
 THINK_PREFIX = "<think>\n"
 THINK_END = "</think>"
 TRUNCATION_MARKER = "[...]"
@@ -191,16 +192,17 @@ ISSUE_TEMPLATE = (
     "repo root."
 )
 
-TOOL_RESULT_TEMPLATE = (
-    "<output>\n"
-    "{feedback}\n"
-    "</output>\n"
-    "\n"
+# A tool result's body: the feedback in <output>, a blank line, the budget (swerl_tool.py
+# FEEDBACK_OUTPUT_PROMPT and BUDGET_NOTICE_TEMPLATE). CWM estimates the message's size with the
+# budget template's placeholders left unformatted, so both parts are kept apart.
+OUTPUT_TEMPLATE = "<output>\n{feedback}\n</output>"
+BUDGET_TEMPLATE = (
     "<budget>\n"
     "* Remaining turns: {remaining_turns}\n"
     "* Remaining tokens: {remaining_tokens}\n"
     "</budget>"
 )
+TOOL_RESULT_TEMPLATE = OUTPUT_TEMPLATE + "\n\n" + BUDGET_TEMPLATE
 
 # Every feedback string the model sees, keyed by name; placeholders in braces.
 # The parser's errors go back as a user message; the rest sit inside <output>.
@@ -339,7 +341,7 @@ def system_prompt(
 
 
 def issue_prompt(issue: str, *, repo_root: str = "/testbed") -> str:
-    """The first user message. ``issue`` goes in verbatim (truncate it first with truncate_issue)."""
+    """The first user message's body, untruncated (truncate_user_message caps it as CWM did)."""
     return ISSUE_TEMPLATE.format(issue=issue, repo_root=repo_root)
 
 
@@ -360,11 +362,6 @@ def tool_result_body(feedback: str, *, remaining_turns: int, remaining_tokens: i
     return TOOL_RESULT_TEMPLATE.format(
         feedback=feedback, remaining_turns=remaining_turns, remaining_tokens=remaining_tokens
     )
-
-
-def format_error_message(feedback: str) -> str:
-    """The user message that answers a malformed reply: just the error line."""
-    return feedback
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -455,9 +452,18 @@ def is_final_summary(reply: str, *, reasoning: bool = True, tools: Collection[st
 Count = Callable[[str], int]
 
 
-def truncate_issue(text: str, count: Count, limit: int = ISSUE_TOKEN_LIMIT) -> str:
-    """``text`` if it fits ``limit`` tokens, else its longest tail that fits behind "[...]"."""
-    return _truncate(text, count, limit, keep_start=False)
+def truncate_user_message(body: str, count: Count, limit: int = ISSUE_TOKEN_LIMIT) -> str:
+    """The first user message's body, capped as CWM's ``start`` did (utils/dialogs.py).
+
+    The WHOLE encoded message (header and <|eot_id|> included) must fit ``limit`` tokens;
+    otherwise the body keeps its longest tail that fits behind "[...]", so a huge issue
+    loses the instructions' head, exactly as in training.
+    """
+    frame = _framer("user")
+    tokens, over = _count_within(body, count, limit, False, frame)
+    if tokens is not None:
+        return body
+    return _cut(body, count, limit, keep_start=False, over=over, frame=frame)
 
 
 def truncate_result(text: str, count: Count, limit: int = RESULT_TOKEN_LIMIT) -> str:
@@ -471,6 +477,11 @@ def _piece(text: str, n: int, keep_start: bool) -> str:
 
 def _unframed(text: str) -> str:
     return text
+
+
+def _framer(role: str) -> Callable[[str], str]:
+    """The whole encoded message for a body: how CWM measured a message against its cap."""
+    return lambda body: render_message(role, body)
 
 
 def _count_within(
@@ -541,6 +552,25 @@ def _cut(
     return render(lo)
 
 
+# The real budget line differs from the estimate's only in two numbers (at most 8 characters
+# each, a minus sign included) standing where the placeholders stood, so the real message has at
+# most this many more tokens than the estimate: an upper bound that needs no second count.
+NUMBER_SLACK = 16
+
+
+@dataclass(frozen=True)
+class ToolMessage:
+    """A ``tool: X`` message body with its budget, and CWM's estimate of the message's tokens."""
+
+    body: str
+    estimate: int  # the count the budget line was computed from (capped at the message limit)
+
+    @property
+    def upper_bound(self) -> int:
+        """Tokens the real message takes at most (see NUMBER_SLACK)."""
+        return self.estimate + NUMBER_SLACK
+
+
 def budgeted_tool_result(
     feedback: str,
     *,
@@ -549,55 +579,34 @@ def budgeted_tool_result(
     tokens_so_far: int,
     count: Count,
     tool: str = "bash",
-    limit: int | None = RESULT_TOKEN_LIMIT,
-) -> str:
-    """The tool message body with its budget, capped at ``limit`` tokens for the whole message.
+    limit: int = RESULT_TOKEN_LIMIT,
+) -> ToolMessage:
+    """The tool message body with CWM's budget block, capped at ``limit`` tokens for the whole message.
 
-    "Remaining tokens" is ``context_window - tokens_so_far - tokens of this message``
-    (the whole ``tool: X`` message, header and <|eot_id|> included, as CWM counted
-    it), so the number depends on its own digits: iterate to a fixed point (two or
-    three counts). Where the digit count flips and no fixed point exists, the
-    smaller value is shown (off by one token at most). A message over ``limit`` is
-    cut on the right, budget and all, and counted as ``limit`` tokens, as CWM's
-    environment did. ``limit=None``: no cap.
+    As swerl_tool.py ``step`` computes it: "Remaining tokens" = ``context_window -
+    tokens_so_far - estimate``, where ``tokens_so_far`` includes this turn's reply and its
+    stop token, and ``estimate`` is ONE count of the encoded message whose body is the
+    output block, a blank line and the budget template with its placeholders left
+    unformatted, capped at ``limit``. A message over ``limit`` is cut on the right, budget
+    and all. One count per call, unless the message lies within NUMBER_SLACK of the cap.
     """
-    role = f"tool: {tool}"
+    frame = _framer(f"tool: {tool}")
+    estimate_body = OUTPUT_TEMPLATE.format(feedback=feedback) + "\n\n" + BUDGET_TEMPLATE
+    tokens, _ = _count_within(estimate_body, count, limit, True, frame)
+    estimate = limit if tokens is None else tokens
+    body = tool_result_body(feedback, remaining_turns=remaining_turns,
+                            remaining_tokens=context_window - tokens_so_far - estimate)
+    if tokens is None or tokens + NUMBER_SLACK > limit:  # near or over the cap: measure the real one
+        real, over = _count_within(body, count, limit, True, frame)
+        if real is None:
+            body = _cut(body, count, limit, keep_start=True, over=over, frame=frame)
+    return ToolMessage(body, estimate)
 
-    def frame(body: str) -> str:
-        return render_message(role, body)
 
-    def body(remaining_tokens: int) -> str:
-        return tool_result_body(feedback, remaining_turns=remaining_turns, remaining_tokens=remaining_tokens)
-
-    room = context_window - tokens_so_far
-    first = body(room)
-    if limit is not None:
-        tokens, over = _count_within(first, count, limit, True, frame)
-        if tokens is None:
-            capped = body(room - limit)
-            return _cut(capped, count, limit, keep_start=True, over=min(over, len(capped)), frame=frame)
-    else:
-        tokens = count(frame(first))
-    remaining, seen = room - tokens, {room}
-    if len(str(remaining)) == len(str(room)):
-        # Tokenizers split numbers into fixed digit groups (Llama-3: threes), so a number of the
-        # same width costs the same tokens: the first count is already exact. Saves a request.
-        return body(remaining)
-    for _ in range(8):
-        tokens = count(frame(body(remaining)))
-        following = room - tokens
-        if following == remaining:
-            break
-        if following in seen:  # oscillation where the digit count changes
-            remaining = min(remaining, following)
-            tokens = count(frame(body(remaining)))
-            break
-        seen.add(remaining)
-        remaining = following
-    result = body(remaining)
-    if limit is not None and tokens > limit:  # a longer number tipped it over
-        return _cut(result, count, limit, keep_start=True, over=len(result), frame=frame)
-    return result
+def closed_reply(text: str, stop: str | None) -> str:
+    """A reply as it stands in the transcript: its text, the generated stop token, and
+    <|eot_id|> after it unless that token was <|eot_id|> (dialog.py ``transition``)."""
+    return text + (stop or "") + ("" if stop == EOT else EOT)
 
 
 # --- the dialog ----------------------------------------------------------------------------
@@ -636,11 +645,15 @@ class Transcript:
         self._messages.append((role, body))
         self._append(MESSAGE_TEMPLATE.format(role=role, body=body))
 
-    def add_assistant(self, completion: str) -> None:
-        """The model's completion, verbatim; <|eot_id|> is added when it is missing (a cut-off turn)."""
-        body = completion.removesuffix(EOT)
+    def add_assistant(self, completion: str, stop: str | None = EOT) -> None:
+        """The model's reply verbatim, then the stop token it generated (``stop``; None when it was
+        cut off). <|eot_id|> closes the turn when that token was not <|eot_id|>, as CWM's
+        dialog.py ``transition`` does. A reply that still ends in <|eot_id|> keeps just that one."""
+        body = completion
+        if stop == EOT:
+            body = body.removesuffix(EOT)
         self._messages.append(("assistant", (THINK_PREFIX if self.reasoning else "") + body))
-        self._append(self._generation, body, EOT)
+        self._append(self._generation, closed_reply(body, stop))
 
     def add_tool_result(self, tool: str, body: str) -> None:
         self._add_message(f"tool: {tool}", body)

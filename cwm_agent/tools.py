@@ -124,8 +124,8 @@ def _plugin(name: str, body: str, sandbox: Sandbox) -> ToolResult:
             f"({result.output.strip()[-200:]}); set CWM_AGENT_PYTHON in the sandbox to an "
             "interpreter, or run with --bash-only"
         )
-    # The script ends its feedback with one "\n" (print-style); the feedback itself has none.
-    return ToolResult(result.output.removesuffix("\n"), command=result)
+    # Raw, as CWM read it (sanitize=False): the plugin's closing print() newline stays.
+    return ToolResult(result.output, command=result)
 
 
 def _edit(body: str, sandbox: Sandbox) -> ToolResult:
@@ -138,38 +138,32 @@ def _create(body: str, sandbox: Sandbox) -> ToolResult:
 
 # --- submit --------------------------------------------------------------------------------
 
-def _shell_path(path: str) -> str:
-    """Quote a path for the shell, but expand a leading ~ as a shell would."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
 def _submit(body: str, sandbox: Sandbox) -> ToolResult:
-    """CWM's submit: the file must be readable, not blank, and start with "diff".
+    """CWM's submit: ``cat {path}`` in the session, the path stripped and NOT quoted (so
+    ``$PWD/fix.diff`` and ``~/fix.diff`` expand as they did in training); the output must
+    not be blank and must start with "diff".
 
-    The path is relative to the session's cwd. The file comes back as base64
-    so the patch is exact (trailing newline and all): that is what
-    `submitted_patch` holds. The feedback shows it as CWM's session did, less
-    one trailing newline.
+    The file travels as base64, so ``submitted_patch`` holds its exact bytes (trailing
+    newline and all; bytes that are not UTF-8 kept as surrogate escapes, so a Latin-1
+    patch still applies when written back with errors="surrogateescape"). The feedback
+    shows it raw, as CWM's session did, with undecodable bytes replaced.
     """
     path = body.strip()
     feedback = protocol.FEEDBACK
-    result = sandbox.run(f"base64 < {_shell_path(path)}")
+    # stdin from /dev/null: a path that expands to nothing must not leave cat reading the session.
+    result = sandbox.run(f"( set -o pipefail; cat {path} 2>&1 </dev/null | base64 )")
     if result.status != "ok" or result.exit_code != 0:
         return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
     try:
         raw = base64.b64decode(result.output, validate=False)
     except ValueError:
         return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
-    content = raw.decode("utf-8", errors="replace")
+    content = raw.decode("utf-8", errors="surrogateescape")
     if content.strip() == "":
         return ToolResult(feedback["submit_empty"].format(path=path), command=result)
     if not content.startswith("diff"):
         return ToolResult(feedback["submit_not_diff"].format(path=path), command=result)
-    shown = feedback["submit_success"].format(patch=content.removesuffix("\n"))
+    shown = feedback["submit_success"].format(patch=raw.decode("utf-8", errors="replace"))
     return ToolResult(shown, submitted_patch=content, command=result)
 
 

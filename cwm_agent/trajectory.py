@@ -27,9 +27,10 @@ class Step:
     completion: str  # the raw completion text, verbatim
     finish_reason: str | None = None
     cut_off: bool = False
+    stop: str | None = None  # the stop token the reply ended with (None: cut off)
     action: dict[str, str] | None = None  # {"tool": ..., "body": ...}
     format_error: str | None = None
-    observation: str | None = None  # the feedback given to the model (after truncation)
+    observation: str | None = None  # the tool's feedback, raw (the message is capped as CWM capped it)
     command_status: str | None = None  # ok | timeout | overflow | died
     exit_code: int | None = None
     submitted: bool = False

@@ -351,6 +351,8 @@ LOG_ACTIONS = [
     think("Python.", "bash", "python3 -c \"raise SystemExit('boom')\""),
     think("Wait.", "bash", "sleep 20"),
 ]
+# The reply that meets the turn limit: never run, never imagined (at most max_turns - 1 actions run).
+LAST_REPLY = think("One more look.", "bash", "true")
 LOG_PREDICTIONS = {
     "echo hello": "hello\n",
     "printf 'a\\nb\\nc\\n'": "a\nx\nc\n",
@@ -362,15 +364,15 @@ LOG_PREDICTIONS = {
 
 def _solve(server: ScriptedServer, out: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli("solve", "--base-url", server.base_url, "--task", DEMO_TASK, "--out", str(out), "--json",
-                   "--command-timeout", "3", "--max-turns", "5", *args)
+                   "--command-timeout", "3", "--max-turns", "6", *args)
 
 
 @pytest.mark.docker
 def test_log_episode_scores_every_prediction_and_is_otherwise_identical_to_off(tmp_path, sandbox_image):
-    with ScriptedServer(list(LOG_ACTIONS)) as plain:
+    with ScriptedServer([*LOG_ACTIONS, LAST_REPLY]) as plain:
         off = _solve(plain, tmp_path / "off")
     assert off.returncode == 1, off.stderr
-    router = Router(LOG_ACTIONS, LOG_PREDICTIONS)
+    router = Router([*LOG_ACTIONS, LAST_REPLY], LOG_PREDICTIONS)
     with ScriptedServer(router.script()) as server:
         result = _solve(server, tmp_path / "log", "--imagine", "log")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -382,8 +384,9 @@ def test_log_episode_scores_every_prediction_and_is_otherwise_identical_to_off(t
                                                   for a, reply in zip(actions, LOG_ACTIONS)]
     data = json.loads((tmp_path / "log" / "trajectory.json").read_text())
     assert data["imagination"]["mode"] == "log"
-    steps = data["steps"]
-    off_steps = json.loads((tmp_path / "off" / "trajectory.json").read_text())["steps"]
+    *steps, last = data["steps"]
+    assert last["action"] is None and last["imagined"] is None  # the turn-limit reply: not run, not imagined
+    off_steps = json.loads((tmp_path / "off" / "trajectory.json").read_text())["steps"][:-1]
     assert [s["observation"] for s in steps] == [s["observation"] for s in off_steps]
     got = [(s["imagined"]["kind"], s["imagined"]["prediction"], s["imagined"]["scores"]) for s in steps]
     hello, lines, missing, boom, sleep = got
@@ -417,16 +420,19 @@ def test_lookahead_imagines_each_candidate_and_runs_only_the_chosen_one(tmp_path
     one, two = think("One.", "bash", "echo one"), think("Two.", "bash", "echo two")
     three = think("Three.", "bash", "echo three")
     actions = [one, two, one,  # turn 1: three candidates, the third a duplicate of the first
-               three, "I ramble without a tool call.\n</think>\nnothing", three]  # turn 2: one usable action
+               three, "I ramble without a tool call.\n</think>\nnothing", three,  # turn 2: one usable action
+               LAST_REPLY]  # turn 3 meets the turn limit: one request, no candidates, nothing imagined
     router = Router(actions, {"echo one": "one\n", "echo two": "two\n", "echo three": "3\n"},
                     ["Two tells us more.\n</think>\n<choice>2"])
     with ScriptedServer(router.script()) as server:
-        result = _solve(server, tmp_path / "la", "--imagine", "lookahead:3", "--max-turns", "2")
+        result = _solve(server, tmp_path / "la", "--imagine", "lookahead:3", "--max-turns", "3")
     assert result.returncode == 1, result.stdout + result.stderr
     kinds = [kind_of(body) for _, body in server.generation_requests()]
-    assert kinds == ["action"] * 3 + ["prediction"] * 2 + ["selection"] + ["action"] * 3 + ["prediction"]
+    assert kinds == (["action"] * 3 + ["prediction"] * 2 + ["selection"] + ["action"] * 3 + ["prediction"]
+                     + ["action"])
     data = json.loads((tmp_path / "la" / "trajectory.json").read_text())
-    first, second = data["steps"]
+    first, second, last = data["steps"]
+    assert last["action"] is None and last["imagined"] is None and data["exit"] == "turn_limit"
     assert first["completion"] == two and first["action"] == {"tool": "bash", "body": "echo two"}
     assert first["observation"] == "two\n" and first["imagined"]["scores"]["exact"] is True
     candidates = first["imagined"]["candidates"]
@@ -454,11 +460,11 @@ def test_lookahead_imagines_each_candidate_and_runs_only_the_chosen_one(tmp_path
 
 @pytest.mark.docker
 def test_eval_reports_imagination_accuracy_per_task(tmp_path, sandbox_image):
-    router = Router(LOG_ACTIONS[:3], LOG_PREDICTIONS)
+    router = Router([*LOG_ACTIONS[:3], LAST_REPLY], LOG_PREDICTIONS)
     tasks = Path(__file__).resolve().parent.parent / "tasks" / DEMO_TASK
     with ScriptedServer(router.script()) as server:
         result = run_cli("eval", str(tasks), "--base-url", server.base_url, "--imagine", "log", "--no-grade",
-                         "--max-turns", "3", "--out", str(tmp_path / "ev"))
+                         "--max-turns", "4", "--out", str(tmp_path / "ev"))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     task = report["imagination"]["per_task"][DEMO_TASK]

@@ -69,6 +69,7 @@ def test_cwm_request_is_byte_exact_and_streams_in_order() -> None:
                 "skip_special_tokens": False,
                 "stream": True,
                 "stream_options": {"include_usage": True},
+                "include_stop_str_in_output": True,
             },
         )
     ]
@@ -77,7 +78,8 @@ def test_cwm_request_is_byte_exact_and_streams_in_order() -> None:
     assert done.text == reply
     assert done.finish_reason == "stop" and not done.cut_off
     assert done.prompt_tokens == count_tokens(t.prompt)
-    assert done.completion_tokens == count_tokens(reply)
+    assert done.completion_tokens == count_tokens(reply) + 1  # the stop token counts, as in vLLM
+    assert done.stop == "<|eot_id|>"  # kept by the server (include_stop_str_in_output), split off here
     assert done.seconds > 0
 
 
@@ -187,7 +189,7 @@ def test_usage_missing_leaves_counts_none() -> None:
 def test_non_streamed_chat_usage() -> None:
     with ScriptedServer(["ok"]) as server, ChatClient(server.base_url, model=server.model_id, stream=False) as chat:
         whole = chat.complete(transcript(), max_tokens=5)
-    assert whole.text == "ok" and whole.completion_tokens == 1 and whole.prompt_tokens
+    assert whole.text == "ok" and whole.completion_tokens == 2 and whole.prompt_tokens  # "ok" + its stop token
 
 
 # -- errors and retries ----------------------------------------------------------------
@@ -423,7 +425,7 @@ def test_chat_client_request_and_stream() -> None:
         "stream_options": {"include_usage": True},
     }
     assert done.text == "chat says hi there" and "".join(deltas) == done.text and len(deltas) > 1
-    assert done.completion_tokens == count_tokens("chat says hi there")
+    assert done.completion_tokens == count_tokens("chat says hi there") + 1  # its stop token too
 
 
 def test_chat_client_can_omit_sampling() -> None:
@@ -598,3 +600,62 @@ def test_local_model_really_generates() -> None:
     assert isinstance(local.counter, HFTokenizerCounter) and local.counter.count("hello world") >= 2
     # Greedy decoding: the same transcript gives the same reply (from the cached model).
     assert local.complete(t, max_tokens=4).text == done.text
+
+
+# --- stop tokens as CWM's transcript keeps them (issue 11, item 6) ----------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_generated_stop_token_comes_back_eom_included(stream):
+    script = ["a</think>\n<tool: bash>\nls\n</tool>",
+              Reply("b</think>\n<tool: bash>\nls\n</tool>", stop_token="<|eom_id|>"),
+              Reply("c and then the tokens ran o", finish_reason="length")]
+    with ScriptedServer(script) as server, CWMClient(server.base_url, model=server.model_id, stream=stream) as c:
+        shown: list[str] = []
+        eot = c.complete(transcript(), max_tokens=50, on_text=shown.append)
+        eom = c.complete(transcript(), max_tokens=50, on_text=shown.append)
+        cut = c.complete(transcript(), max_tokens=50)
+    assert (eot.text, eot.stop) == ("a</think>\n<tool: bash>\nls\n</tool>", "<|eot_id|>")
+    assert (eom.text, eom.stop) == ("b</think>\n<tool: bash>\nls\n</tool>", "<|eom_id|>")
+    assert (cut.text, cut.stop, cut.cut_off) == ("c and then the tokens ran o", None, True)
+    assert eom.completion_tokens == count_tokens(eom.text) + 1 and cut.completion_tokens == count_tokens(cut.text)
+    assert "<|" not in "".join(shown)  # the live view never shows a stop token
+
+
+def test_a_server_that_drops_the_stop_text_is_read_by_stop_reason():
+    def drop(body):  # a server that ignores include_stop_str_in_output
+        body.pop("include_stop_str_in_output", None)
+        return Reply("b</think>\n<tool: bash>\nls\n</tool>", stop_token="<|eom_id|>")
+
+    with ScriptedServer([drop, "plain"]) as server, CWMClient(server.base_url, model=server.model_id) as c:
+        eom = c.complete(transcript(), max_tokens=50)
+    assert (eom.text, eom.stop) == ("b</think>\n<tool: bash>\nls\n</tool>", "<|eom_id|>")
+    assert m.stop_token(None, "stop", None) == "<|eot_id|>"  # end of sequence: CWM's is <|eot_id|>
+    assert m.stop_token(None, "stop", "</output>") is None  # a stop string is no token
+    assert m.stop_token(None, "length", 128009) is None
+
+
+def test_another_models_own_stop_token_is_split_off():
+    assert m.split_stop("hello<|im_end|>") == ("hello", "<|im_end|>")
+    assert m.split_stop("hello<|im_end|>", stopped=False) == ("hello<|im_end|>", None)
+    assert m.split_stop("a < b") == ("a < b", None)
+
+
+def test_stop_tail_holds_back_only_what_may_be_a_special_token():
+    shown: list[str] = []
+    tail = m.StopTail(shown.append)
+    for piece in ["x <", " y <|", "eo", "m_id|", ">"]:
+        tail.feed(piece)
+    assert tail.finish(True) == "x < y <|eom_id|>"
+    assert "".join(shown) == "x < y "
+
+
+def test_the_cwm_client_samples_with_the_configured_temperature_and_top_p():
+    with ScriptedServer(["a", "b"]) as server:
+        with CWMClient(server.base_url, model=server.model_id, temperature=0.2, top_p=0.5) as c:
+            c.complete(transcript(), max_tokens=5)
+        with m.connect(base_url=server.base_url, temperature=0.7, top_p=0.8) as c:
+            c.complete(transcript(), max_tokens=5)
+    first, second = (body for _, body in server.generation_requests())
+    assert (first["temperature"], first["top_p"]) == (0.2, 0.5)
+    assert (second["temperature"], second["top_p"]) == (0.7, 0.8)

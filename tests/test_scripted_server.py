@@ -77,8 +77,8 @@ def test_streamed_completion_chunks_finish_usage_and_done() -> None:
     assert isinstance(usage_event, dict) and usage_event["choices"] == []
     assert usage_event["usage"] == {
         "prompt_tokens": 2,
-        "completion_tokens": count_tokens(reply),
-        "total_tokens": 2 + count_tokens(reply),
+        "completion_tokens": count_tokens(reply) + 1,  # vLLM counts the stop token
+        "total_tokens": 2 + count_tokens(reply) + 1,
     }
     chunks = [e for e in events[:-2] if isinstance(e, dict)]
     assert len(chunks) > 3  # really streamed in small pieces
@@ -116,7 +116,8 @@ def test_non_streamed_completion_and_chat() -> None:
         assert done["object"] == "text_completion"
         assert done["choices"][0]["text"] == "one two"
         assert done["choices"][0]["finish_reason"] == "stop"
-        assert done["usage"]["completion_tokens"] == 2
+        assert done["usage"]["completion_tokens"] == 3  # "one", " two" and the stop token
+        assert done["choices"][0]["stop_reason"] is None  # <|eot_id|> is the end-of-sequence token
         # add_special_tokens defaults to true in vLLM: the BOS is counted.
         assert done["usage"]["prompt_tokens"] == 2
         chat = http.post(

@@ -212,16 +212,16 @@ def test_bash_feedback_is_the_session_output(sandbox, scratch: str) -> None:
 @docker
 def test_create_writes_hostile_content_byte_for_byte(sandbox, scratch: str) -> None:
     result = tool(sandbox, "create", "hostile.txt\n" + HOSTILE)
-    assert result.feedback == f"File created successfully at: hostile.txt ({HOSTILE.count(chr(10)) + 1} lines)."
+    assert result.feedback == f"File created successfully at: hostile.txt ({HOSTILE.count(chr(10)) + 1} lines).\n"
     assert read_bytes(sandbox, f"{scratch}/hostile.txt") == HOSTILE.encode()
     assert sandbox.run("test -e /tmp/pwned; echo $?").output == "1\n"  # nothing was executed
 
 
 @docker
 def test_create_counts_lines_and_adds_no_newline(sandbox, scratch: str) -> None:
-    assert tool(sandbox, "create", "two.txt\na\n").feedback == "File created successfully at: two.txt (2 lines)."
+    assert tool(sandbox, "create", "two.txt\na\n").feedback == "File created successfully at: two.txt (2 lines).\n"
     assert read_bytes(sandbox, f"{scratch}/two.txt") == b"a\n"
-    assert tool(sandbox, "create", "bare.txt").feedback == "File created successfully at: bare.txt (1 lines)."
+    assert tool(sandbox, "create", "bare.txt").feedback == "File created successfully at: bare.txt (1 lines).\n"
     assert read_bytes(sandbox, f"{scratch}/bare.txt") == b""
 
 
@@ -229,22 +229,22 @@ def test_create_counts_lines_and_adds_no_newline(sandbox, scratch: str) -> None:
 def test_create_errors_are_cwms(sandbox, scratch: str) -> None:
     put_text(sandbox, f"{scratch}/taken.txt", "old")
     assert tool(sandbox, "create", "taken.txt\nnew").feedback == (
-        "taken.txt already exists. Cannot create a new file at an existing path.")
+        "taken.txt already exists. Cannot create a new file at an existing path.\n")
     assert read_bytes(sandbox, f"{scratch}/taken.txt") == b"old"
-    assert tool(sandbox, "create", "\ncontent").feedback == "Path is empty. Please provide a valid path."
+    assert tool(sandbox, "create", "\ncontent").feedback == "Path is empty. Please provide a valid path.\n"
     assert tool(sandbox, "create", "nope/deeper/x.txt\nhi").feedback == (
-        f"File creation failed. The parent directory {scratch}/nope/deeper does not exist.")
+        f"File creation failed. The parent directory {scratch}/nope/deeper does not exist.\n")
     assert tool(sandbox, "create", "/tmp\nx").feedback == (
-        "/tmp already exists. Cannot create a new file at an existing path.")
+        "/tmp already exists. Cannot create a new file at an existing path.\n")
 
 
 @docker
 def test_create_resolves_relative_paths_against_the_session_cwd(sandbox, scratch: str) -> None:
     assert sandbox.run("mkdir sub && cd sub").exit_code == 0
-    assert tool(sandbox, "create", "rel.txt\nhere").feedback == "File created successfully at: rel.txt (1 lines)."
+    assert tool(sandbox, "create", "rel.txt\nhere").feedback == "File created successfully at: rel.txt (1 lines).\n"
     assert read_bytes(sandbox, f"{scratch}/sub/rel.txt") == b"here"
     assert tool(sandbox, "create", "../up.txt\nthere").feedback == (
-        "File created successfully at: ../up.txt (1 lines).")
+        "File created successfully at: ../up.txt (1 lines).\n")
     assert read_bytes(sandbox, f"{scratch}/up.txt") == b"there"
 
 
@@ -258,7 +258,7 @@ def test_edit_success_message_and_snippet(sandbox, scratch: str) -> None:
         "File f.txt has been successfully updated at line 10 and now contains 22 lines. "
         "The surrounding lines after the edit are shown below:\n"
         + numbered(2, lines[1:20])  # 10 - 8 .. 10 + 8 + 2 newlines in the replacement
-        + "\nReview the changes and make sure they are as expected."
+        + "\nReview the changes and make sure they are as expected.\n"  # raw: print()'s newline stays
     )
     assert read_bytes(sandbox, f"{scratch}/f.txt") == after.encode()
     assert result.command is not None and result.command.exit_code == 0
@@ -270,22 +270,22 @@ def test_edit_errors_are_cwms(sandbox, scratch: str) -> None:
     parse_error = (
         "Failed to parse the edit tool call. Make sure it has the following format:\n\n"
         "<tool: edit>\n[path]\n<<<<<<< SEARCH\n[search_lines]\n=======\n[replacement_lines]\n"
-        ">>>>>>> REPLACE\n</tool>"
+        ">>>>>>> REPLACE\n</tool>\n"
     )
     assert tool(sandbox, "edit", "code.py\nreturn 1\nreturn 2").feedback == parse_error
     two = edit_body("code.py", "a", "b") + "\n" + edit_body("code.py", "c", "d")
-    assert tool(sandbox, "edit", two).feedback == "Only one search/replace block is allowed. Got: 2."
+    assert tool(sandbox, "edit", two).feedback == "Only one search/replace block is allowed. Got: 2.\n"
     assert tool(sandbox, "edit", edit_body("missing.py", "a", "b")).feedback == (
-        "The path missing.py does not exist. Please provide a valid path.")
+        "The path missing.py does not exist. Please provide a valid path.\n")
     assert tool(sandbox, "edit", edit_body("code.py", "return 7", "x")).feedback == (
-        "No replacement was performed, the search lines did not appear verbatim in code.py.")
+        "No replacement was performed, the search lines did not appear verbatim in code.py.\n")
     assert tool(sandbox, "edit", edit_body("code.py", "return 1", "x")).feedback == (
         "No replacement was performed, the search lines did not appear verbatim in code.py."
         " The search lines must exactly match one or more consecutive lines from the file,"
-        " with indentations preserved.")
+        " with indentations preserved.\n")
     assert tool(sandbox, "edit", edit_body("code.py", "    return 1", "x")).feedback == (
         "No replacement was performed. Multiple occurrences of the search text in lines [2, 5] of "
-        "code.py. Please ensure it is unique.")
+        "code.py. Please ensure it is unique.\n")
     assert read_bytes(sandbox, f"{scratch}/code.py") == b"def f():\n    return 1\n\ndef g():\n    return 1\n"
     result = tool(sandbox, "edit", edit_body(scratch, "a", "b"))
     assert result.feedback.startswith(f"Failed to edit {scratch}: Is a directory.")
@@ -336,7 +336,7 @@ def test_helpers_come_back_after_the_model_deletes_them(sandbox, scratch: str) -
 
     tool(sandbox, "create", "first.txt\n1")
     assert sandbox.run(f"rm -rf {HELPER_ROOT} && ls {HELPER_ROOT}").exit_code != 0
-    assert tool(sandbox, "create", "second.txt\n2").feedback == "File created successfully at: second.txt (1 lines)."
+    assert tool(sandbox, "create", "second.txt\n2").feedback == "File created successfully at: second.txt (1 lines).\n"
     assert read_bytes(sandbox, f"{scratch}/second.txt") == b"2"
 
 
@@ -349,7 +349,7 @@ def test_submit_returns_the_exact_patch(sandbox) -> None:
     assert result.submitted_patch == patch
     assert result.feedback == (
         "The following patch content is marked as your final submission:\n\n<submission>\n"
-        + patch[:-1]
+        + patch  # raw: the patch's own last newline stays
         + "\n</submission>\n\nReview the patch content and ensure it correctly resolves the issue. "
         "If necessary, you can continue refining the patch and submit an updated version."
     )
@@ -368,13 +368,33 @@ def test_submit_errors_are_cwms(sandbox, scratch: str) -> None:
         "empty.diff": "Failed to submit empty.diff. It is an empty file.",
         "blank.diff": "Failed to submit blank.diff. It is an empty file.",
         "prose.diff": "Failed to submit prose.diff. It is not a valid diff file.",
-        "$(touch /tmp/pwned)": "Failed to submit $(touch /tmp/pwned). Make sure it exists and is readable.",
+        # `cat {path}`, unquoted as in CWM: a spaced path is two paths, an empty expansion reads nothing.
+        "my patch.diff": "Failed to submit my patch.diff. Make sure it exists and is readable.",
+        "$(true)": "Failed to submit $(true). It is an empty file.",
     }
     for path, feedback in cases.items():
         result = tool(sandbox, "submit", path)
         assert (result.feedback, result.submitted_patch) == (feedback, None)
-    assert tool(sandbox, "submit", "my patch.diff").submitted_patch == "diff --git a/x b/x\n"
-    assert sandbox.run("test -e /tmp/pwned; echo $?").output == "1\n"
+    assert tool(sandbox, "submit", "'my patch.diff'").submitted_patch == "diff --git a/x b/x\n"
+
+
+@docker
+def test_submit_expands_the_path_as_bash_does(sandbox, scratch: str) -> None:
+    put_text(sandbox, f"{scratch}/fix.diff", "diff --git a/x b/x\n")
+    assert sandbox.run("cd sub 2>/dev/null || mkdir sub && cd sub").exit_code == 0
+    result = tool(sandbox, "submit", "$PWD/../fix.diff")
+    assert result.submitted_patch == "diff --git a/x b/x\n"
+    assert "<submission>\ndiff --git a/x b/x\n\n</submission>" in result.feedback
+
+
+@docker
+def test_submit_keeps_a_latin1_patch_byte_for_byte(sandbox, scratch: str) -> None:
+    raw = b"diff --git a/n.txt b/n.txt\n--- a/n.txt\n+++ b/n.txt\n@@ -1 +1 @@\n-caf\xe9\n+caf\xe8\n"
+    assert sandbox.run(f"printf %s {base64.b64encode(raw).decode()} | base64 -d > latin1.diff").exit_code == 0
+    result = tool(sandbox, "submit", "latin1.diff")
+    assert result.submitted_patch is not None
+    assert result.submitted_patch.encode("utf-8", "surrogateescape") == raw  # the bytes git will apply
+    assert "-caf\ufffd\n+caf\ufffd\n" in result.feedback  # the model reads it as CWM's session decoded it
 
 
 @docker

@@ -6,9 +6,10 @@ a ThreadingHTTPServer on 127.0.0.1 answers POST /v1/completions and
 POST /tokenize, GET /health, with vLLM's JSON shapes and error bodies. Replies
 come from a script, one entry per generation request, in order:
 
-- ``"text"``: a reply that ends with finish_reason "stop";
+- ``"text"``: a reply that ends with finish_reason "stop" on the model's <|eot_id|>;
 - ``Reply(text, finish_reason="length", delay=0.01)``: a cut-off reply, or a slow one
-  (``delay`` is slept before each streamed chunk);
+  (``delay`` is slept before each streamed chunk); ``Reply(text, stop_token="<|eom_id|>")``
+  one that stopped on another token (a text that ends with a stop token stopped on it);
 - ``Failure(status, message)``: an HTTP error with vLLM's error body;
 - ``StreamFailure(after_text, message)``: a 200 stream that sends ``after_text``, then
   ``data: {"error": {...}}`` and ``data: [DONE]`` (how vLLM reports an error mid-stream);
@@ -17,7 +18,10 @@ come from a script, one entry per generation request, in order:
 Prompt tokens are counted with a small deterministic tokenizer (the same one
 /tokenize uses), so a request whose prompt plus max_tokens exceeds
 ``max_model_len`` gets vLLM's real 400 "maximum context length" answer without
-using up a script entry. Run it by hand:
+using up a script entry. Stop tokens behave as vLLM's: a reply that stopped on one counts it
+in ``completion_tokens``, leaves its text out unless the request asked for
+``include_stop_str_in_output``, and reports ``stop_reason`` (the token id, or None for the
+model's end-of-sequence token, <|eot_id|>). Run it by hand:
 ``python -m cwm_agent.testing.scripted_server --script replies.json --port 8000``.
 """
 
@@ -45,6 +49,34 @@ class Reply:
     text: str
     finish_reason: str = "stop"
     delay: float = 0.0
+    stop_token: str = "<|eot_id|>"  # the token a "stop" reply ended on
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """A reply as the server sends it: the text on the wire and vLLM's accounting of it."""
+
+    text: str
+    finish_reason: str
+    stop_reason: int | None
+    completion_tokens: int
+    delay: float
+
+
+_EOS = "<|eot_id|>"  # the model's end-of-sequence token: vLLM reports stop_reason None for it
+
+
+def _generated(reply: Reply, *, include_stop: bool) -> _Generated:
+    text, stop = reply.text, reply.stop_token
+    for special in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"):
+        if text.endswith(special):  # a scripted text that names its stop token
+            text, stop = text[: -len(special)], special
+            break
+    tokens = count_tokens(text)
+    if reply.finish_reason != "stop":
+        return _Generated(text, reply.finish_reason, None, tokens, reply.delay)
+    return _Generated(text + stop if include_stop else text, "stop",
+                      None if stop == _EOS else _SPECIAL_IDS.get(stop), tokens + 1, reply.delay)
 
 
 @dataclass(frozen=True)
@@ -383,6 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry = s._take(body)
         if isinstance(entry, Failure):
             raise _HTTPError(entry.status, entry.message, entry.headers)
+        if isinstance(entry, Reply):
+            entry = _generated(entry, include_stop=bool(body.get("include_stop_str_in_output")))
         stream = bool(body.get("stream"))
         if not stream:
             if isinstance(entry, StreamFailure):
@@ -395,11 +429,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(entry, chat=chat, prompt_tokens=prompt_tokens, include_usage=include_usage)
 
     def _stream(
-        self, entry: Reply | StreamFailure, *, chat: bool, prompt_tokens: int, include_usage: bool
+        self, entry: _Generated | StreamFailure, *, chat: bool, prompt_tokens: int, include_usage: bool
     ) -> None:
         s = self.scripted
-        text = entry.text if isinstance(entry, Reply) else entry.after_text
-        delay = entry.delay if isinstance(entry, Reply) else 0.0
+        text = entry.text if isinstance(entry, _Generated) else entry.after_text
+        delay = entry.delay if isinstance(entry, _Generated) else 0.0
+        stop_reason = entry.stop_reason if isinstance(entry, _Generated) else None
         pieces = list(_chunks(text, s.chunk_chars))
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
@@ -409,7 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage_field: dict[str, Any] = {"usage": None} if include_usage else {}
 
         def chunk(content: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            choice = {"index": 0, **content, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            choice = {"index": 0, **content, "logprobs": None, "finish_reason": finish,
+                      "stop_reason": stop_reason if finish else None}
             return {**base, "choices": [choice], **usage_field}
 
         def text_chunk(piece: str, finish: str | None = None) -> dict[str, Any]:
@@ -423,12 +459,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if chat:  # vLLM's first chat chunk names the role
                 self._event(chunk({"delta": {"role": "assistant", "content": ""}}))
-            finish = entry.finish_reason if isinstance(entry, Reply) else None
+            finish = entry.finish_reason if isinstance(entry, _Generated) else None
             for i, piece in enumerate(pieces):
                 if delay:
                     time.sleep(delay)
                 # Like vLLM, the last text delta carries the finish reason.
-                last = i == len(pieces) - 1 and isinstance(entry, Reply)
+                last = i == len(pieces) - 1 and isinstance(entry, _Generated)
                 self._event(text_chunk(piece, finish if last else None))
             if isinstance(entry, StreamFailure):
                 self._event({"error": error_body(entry.status, entry.message, nested=True)["error"]})
@@ -436,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not pieces:
                     self._event(text_chunk("", finish))
                 if include_usage:
-                    completion_tokens = count_tokens(text)
+                    completion_tokens = entry.completion_tokens
                     usage = {
                         "prompt_tokens": prompt_tokens,
                         "total_tokens": prompt_tokens + completion_tokens,
@@ -491,8 +527,8 @@ def _chunks(text: str, size: int | None) -> Iterator[str]:
             yield text[i : i + size]
 
 
-def _whole(entry: Reply, *, chat: bool, model: str, prompt_tokens: int) -> dict[str, Any]:
-    completion_tokens = count_tokens(entry.text)
+def _whole(entry: _Generated, *, chat: bool, model: str, prompt_tokens: int) -> dict[str, Any]:
+    completion_tokens = entry.completion_tokens
     usage = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
@@ -505,7 +541,7 @@ def _whole(entry: Reply, *, chat: bool, model: str, prompt_tokens: int) -> dict[
             "message": {"role": "assistant", "content": entry.text, "tool_calls": []},
             "logprobs": None,
             "finish_reason": entry.finish_reason,
-            "stop_reason": None,
+            "stop_reason": entry.stop_reason,
         }
         kind, prefix = "chat.completion", "chatcmpl-"
     else:
@@ -514,7 +550,7 @@ def _whole(entry: Reply, *, chat: bool, model: str, prompt_tokens: int) -> dict[
             "text": entry.text,
             "logprobs": None,
             "finish_reason": entry.finish_reason,
-            "stop_reason": None,
+            "stop_reason": entry.stop_reason,
             "prompt_logprobs": None,
         }
         kind, prefix = "text_completion", "cmpl-"
@@ -543,7 +579,8 @@ def entry_from_json(item: Any) -> Entry:
         if "after_text" in item:
             return StreamFailure(str(item["after_text"]), str(item.get("message", "stream failed")))
         if "text" in item:
-            return Reply(str(item["text"]), str(item.get("finish_reason", "stop")), float(item.get("delay", 0.0)))
+            return Reply(str(item["text"]), str(item.get("finish_reason", "stop")), float(item.get("delay", 0.0)),
+                         str(item.get("stop_token", "<|eot_id|>")))
     raise ValueError(
         f"script entry {item!r} is neither a string nor an object with 'text', 'status' or 'after_text'"
     )
