@@ -11,6 +11,7 @@ from typing import Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cwm_agent import __version__
@@ -36,6 +37,9 @@ err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
+GRADE_UNFINISHED_HELP = ("Count an episode that the turn, context or time limit ended by its last submitted patch, "
+                         "as harnesses that submit on exit do (mini-swe-agent). Default: such an episode failed, "
+                         "whatever it submitted (CWM's rule).")
 IMAGINE_HELP = ("Imagination (CWM servers only): off | log (predict every output, run it anyway, score) | "
                 "lookahead[:K] (K candidate actions, imagine each, let the model pick; K=3) | dream (no sandbox: "
                 "every output imagined).")
@@ -59,8 +63,8 @@ def _root(
     _state["debug"] = debug
 
 
-def settings_from(**flags) -> Settings:
-    return load_settings(flags)
+def settings_from(*, command: str | None = None, **flags) -> Settings:
+    return load_settings(flags, command=command)
 
 
 def read_issue(issue: str) -> str:
@@ -126,6 +130,8 @@ def solve(
     command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
     wall_time: Optional[float] = typer.Option(None, "--wall-time", help="Stop after this many seconds (default: no limit)."),
+    max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End the episode after this many malformed replies in a row; 0: never (default 5)."),
+    grade_unfinished: Optional[bool] = typer.Option(None, "--grade-unfinished/--no-grade-unfinished", help=GRADE_UNFINISHED_HELP + " With it, exit 0 and --apply take such a patch too."),
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new folder under ./cwm-runs/)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the patch to --repo after showing it."),
@@ -137,9 +143,11 @@ def solve(
 ) -> None:
     """Solve one issue: run an episode in a sandbox copy of the repository and write a patch.
 
-    Writes patch.diff, trajectory.json and summary.md to --out. Exit code 0: a patch was
-    submitted and applies to the base; 1: the episode ended without one; 2: bad input or
-    broken infrastructure (no Docker, unreachable model, missing repo).
+    Writes patch.diff, trajectory.json and summary.md to --out. Exit code 0: the episode
+    finished (submitted, then summarised) with a patch that applies to the base; 1: it did
+    not (an episode a limit ended keeps its last patch in patch.diff, not counted, unless
+    --grade-unfinished); 2: bad input or broken infrastructure (no Docker, unreachable model,
+    missing repo).
 
     Example: `cwm-agent solve --repo ~/src/mylib --issue issue.md --base-url http://gpu-box:8000/v1`
     """
@@ -152,7 +160,8 @@ def solve(
         raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, image=image,
                              sandbox=sandbox, max_turns=max_turns, command_timeout=command_timeout,
-                             memory=memory, wall_time=wall_time, tools="bash-only" if bash_only else None)
+                             memory=memory, wall_time=wall_time, tools="bash-only" if bash_only else None,
+                             max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="solve")
     stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
     out_dir = (out or Path("cwm-runs") / f"{stamp}-{_slug(task or (repo or Path.cwd()).resolve().name)}").resolve()
     try:
@@ -185,6 +194,8 @@ def eval_command(
     format: Optional[str] = typer.Option(None, "--format", help="cwm | chat."),
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (default 128)."),
     command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
+    max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End an episode after this many malformed replies in a row; 0: never, as CWM's evaluation (default 0)."),
+    grade_unfinished: Optional[bool] = typer.Option(None, "--grade-unfinished/--no-grade-unfinished", help=GRADE_UNFINISHED_HELP + " report.json records the rule."),
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
     imagine: str = typer.Option("off", "--imagine", help=IMAGINE_HELP + " The report adds imagination accuracy per task."),
     imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
@@ -192,7 +203,9 @@ def eval_command(
     """Run many episodes over a task set, grade them as SWE-bench does, and report.
 
     Resumable: a finished attempt is never re-run unless --rerun; infrastructure failures are
-    not counted against the agent and --retry-errors re-runs exactly those. Writes
+    not counted against the agent and --retry-errors re-runs exactly those. As in CWM's
+    evaluation, an episode that a limit ended is not graded (empty model_patch, unresolved)
+    unless --grade-unfinished. Writes
     predictions.jsonl (official format), results.jsonl, per-task trajectories and report.json.
 
     Example: `cwm-agent eval tasks/ --workers 2 --base-url http://gpu:8000/v1 --out runs/bundled`
@@ -205,7 +218,8 @@ def eval_command(
     if not tasks.exists():
         raise UsageProblem(f"no task set at {tasks}; pass a folder like tasks/ or a .jsonl file")
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
-                             command_timeout=command_timeout, tools="bash-only" if bash_only else None)
+                             command_timeout=command_timeout, tools="bash-only" if bash_only else None,
+                             max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="eval")
     loaded = load_tasks(tasks)
     from cwm_agent.imagine import ImagineSpec
 
@@ -215,7 +229,7 @@ def eval_command(
     client = connect_model(settings, console, quiet=False)
     with EvalView(console) as view:
         evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
-    console.print(report_table(evaluate.report(out)))
+    console.print(report_table(evaluate.report(out, grade_unfinished=settings.grade_unfinished)))
     console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
 
 
@@ -594,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     except _known_errors() as exc:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -602,7 +616,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line, unless --debug
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} "
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
                           "(run with --debug for the traceback, and please report it)", highlight=False, soft_wrap=True)
         sys.exit(3)
     sys.exit(result if isinstance(result, int) else 0)

@@ -1,5 +1,5 @@
-"""One settings object. Precedence: defaults < ~/.config/cwm-agent/config.toml
-< ./cwm-agent.toml < CWM_AGENT_* environment < command-line flags."""
+"""One settings object. Precedence: defaults < the command's own defaults (COMMAND_DEFAULTS)
+< ~/.config/cwm-agent/config.toml < ./cwm-agent.toml < CWM_AGENT_* environment < command-line flags."""
 
 from __future__ import annotations
 
@@ -35,9 +35,12 @@ class Settings:
     context_window: int = 131_072
     turn_tokens: int = 65_536
     wall_time: float | None = None  # seconds; None: no limit
-    max_format_errors: int = 5
+    max_format_errors: int = 5  # malformed replies in a row that end an episode; 0: never (eval's default)
     tools: str = "all"  # "all" | "bash-only"
     reasoning: bool = True
+    # scoring: grade an episode that a limit ended (its last submitted patch), as harnesses that
+    # submit on exit do; by default only finished episodes (submitted, then summarised) count
+    grade_unfinished: bool = False
 
     def public(self) -> dict[str, Any]:
         """The settings as recorded in a trajectory: secrets masked."""
@@ -48,6 +51,9 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+# Defaults of one command, under every user layer. CWM's evaluation never ends an episode on
+# format errors (each costs a turn); `solve` stops a model that has lost the format after 5.
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"eval": {"max_format_errors": 0}}
 USER_CONFIG = Path("~/.config/cwm-agent/config.toml").expanduser()
 PROJECT_CONFIG = Path("cwm-agent.toml")
 ENV_PREFIX = "CWM_AGENT_"
@@ -93,10 +99,12 @@ def _read_env(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def load_settings(flags: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None,
+def load_settings(flags: dict[str, Any] | None = None, *, command: str | None = None,
+                  environ: dict[str, str] | None = None,
                   user_config: Path = USER_CONFIG, project_config: Path = PROJECT_CONFIG) -> Settings:
-    """Merge every layer; flags left at None do not override lower layers."""
-    merged: dict[str, Any] = {}
+    """Merge every layer; flags left at None do not override lower layers. `command`
+    ("eval", "solve", ...) picks that command's defaults from COMMAND_DEFAULTS."""
+    merged: dict[str, Any] = dict(COMMAND_DEFAULTS.get(command or "", {}))
     merged.update(_read_toml(user_config))
     merged.update(_read_toml(project_config))
     merged.update(_read_env(dict(os.environ) if environ is None else environ))

@@ -7,6 +7,12 @@ Layout of an eval folder:
   report.json              the final report
 Infrastructure failures (model unreachable, sandbox broken) are recorded but never counted as the
 agent's failures; `--retry-errors` re-runs exactly those.
+
+Scoring follows CWM's evaluation: only a finished episode (submitted, then summarised) is graded.
+One that the turn, context or time limit ended failed whatever it submitted: it is not graded,
+its prediction has an empty `model_patch` (the official harness counts it as an empty patch), and
+it counts unresolved; results.jsonl keeps its last patch. `grade_unfinished` (`--grade-unfinished`)
+grades it instead, as harnesses that submit on exit do. report.json names the rule.
 """
 
 from __future__ import annotations
@@ -65,6 +71,24 @@ class AttemptResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     imagination: dict[str, Any] | None = None  # imagine.Imagination.summary() when --imagine was on
+    finished: bool | None = None  # submitted, then summarised (Exit.finished); None: a row from before the rule
+    grade_unfinished: bool = False  # the rule this attempt was scored under
+
+    @property
+    def counted(self) -> bool:
+        """Is `patch` the attempt's answer? Only a finished episode's is, unless grade_unfinished."""
+        return self.grade_unfinished or self.finished is not False
+
+    @property
+    def model_patch(self) -> str:
+        """What predictions.jsonl holds: the patch, or "" for an episode that did not finish."""
+        return self.patch if self.counted else ""
+
+
+FINISHED_ONLY = ("only finished episodes (submitted, then summarised) are graded; one that a limit ended "
+                 "counts unresolved with an empty model_patch (CWM's rule)")
+GRADE_UNFINISHED = ("every episode's last submitted patch is graded, finished or not "
+                    "(--grade-unfinished, as harnesses that submit on exit do)")
 
 
 def select(tasks: list[Task], opts: EvalOptions) -> list[Task]:
@@ -114,7 +138,7 @@ class Recorder:
             if not result.infrastructure:
                 name = "predictions.jsonl" if result.attempt == 1 else f"predictions-{result.attempt}.jsonl"
                 with (self.out / name).open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"instance_id": result.instance_id, "model_patch": result.patch,
+                    fh.write(json.dumps({"instance_id": result.instance_id, "model_patch": result.model_patch,
                                          "model_name_or_path": self.model_name}, ensure_ascii=False) + "\n")
 
 
@@ -160,7 +184,11 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     resolved = status = None
     warnings: list[str] = []
     timings = dict(episode.timings)
-    if grade and not imagine.dream and not episode.exit.infrastructure and episode.exit is not Exit.INTERRUPTED:
+    scored = not episode.exit.infrastructure and episode.exit is not Exit.INTERRUPTED
+    counted = episode.exit.finished or settings.grade_unfinished
+    if scored and not counted:  # failed whatever it submitted: not graded, counted unresolved
+        resolved, status = False, "unfinished"
+    elif grade and scored and not imagine.dream:
         from cwm_agent.grade import grade_task
 
         verdict = grade_task(task, patch)
@@ -170,7 +198,8 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     return AttemptResult(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
                          patch, resolved, status, warnings, episode.turns, episode.tokens,
                          time.monotonic() - started, timings,
-                         imagination.summary() if imagination else None)
+                         imagination.summary() if imagination else None,
+                         finished=episode.exit.finished, grade_unfinished=settings.grade_unfinished)
 
 
 class Progress:
@@ -248,10 +277,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def report(out: Path) -> dict[str, Any]:
-    """Summarise results.jsonl: the resolved rate over attempts the agent was responsible for."""
+def report(out: Path, *, grade_unfinished: bool | None = None) -> dict[str, Any]:
+    """Summarise results.jsonl: the resolved rate over attempts the agent was responsible for.
+
+    grade_unfinished: the rule of this run (default: the rule the rows were scored under);
+    rows scored under the other rule are listed in `rule_mismatch` (re-run them with --rerun)."""
     rows = list(load_results(out / "results.jsonl").values())
     scored = [r for r in rows if not r.infrastructure]
+    if grade_unfinished is None:
+        grade_unfinished = any(r.grade_unfinished for r in scored)
+    unfinished = [r for r in scored if r.finished is False]
     resolved = sum(bool(r.resolved) for r in scored)
     low, high = wilson_interval(resolved, len(scored))
 
@@ -265,12 +300,19 @@ def report(out: Path) -> dict[str, Any]:
         "resolved": resolved,
         "resolved_rate": resolved / len(scored) if scored else 0.0,
         "resolved_rate_ci95": [low, high],
+        "grade_unfinished": grade_unfinished,
+        "scoring_rule": GRADE_UNFINISHED if grade_unfinished else FINISHED_ONLY,
+        "unfinished": len(unfinished),
+        "unfinished_with_patch": sum(bool(r.patch) for r in unfinished),
+        "rule_mismatch": [f"{r.instance_id}#{r.attempt}" for r in scored if r.grade_unfinished != grade_unfinished
+                          and r.finished is False],
         "exits": dict(Counter(r.exit for r in rows)),
         "turns": spread([r.turns for r in scored]),
         "tokens": spread([r.tokens for r in scored]),
         "seconds": spread([r.seconds for r in scored]),
         "warnings": {r.instance_id: r.warnings for r in rows if r.warnings},
         "instances": [{"instance_id": r.instance_id, "attempt": r.attempt, "exit": r.exit, "resolved": r.resolved,
+                       "finished": r.finished, "graded": r.grade_status not in (None, "unfinished"),
                        "turns": r.turns, "tokens": r.tokens, "seconds": round(r.seconds, 2)} for r in rows],
     }
     imagined = [r for r in rows if r.imagination]

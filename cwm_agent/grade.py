@@ -6,7 +6,8 @@ the base sandbox image with its source copied to /testbed at the base commit):
 1. the model patch goes to /tmp/patch.diff and is applied with the official
    harness's chain: `git apply --verbose`, `--3way`, `--reject`, then
    `patch --batch --forward --fuzz=5 -p1` (the tree is reset between tries, and
-   a patch the chain leaves fully applied counts, as SWE-bench 5 does);
+   a patch the chain leaves fully applied counts, as SWE-bench 5 does). The chain
+   is `sandbox.patch.apply_chain`, the one `solve`'s check and `--apply` run too;
 2. the eval script runs: it resets the test files, applies the test patch and
    runs the tests between the markers `: '>>>>> Start Test Output'` and
    `: '>>>>> End Test Output'`, which reach the log through `set -x`. The script
@@ -51,6 +52,8 @@ from typing import Any, Literal
 
 from cwm_agent.sandbox.base import DockerUnavailable, SandboxError
 from cwm_agent.sandbox.docker import container_labels, exec_with_deadline
+# The official patch chain lives with the patches, so solve's check and --apply run it too.
+from cwm_agent.sandbox.patch import APPLY_COMMANDS, apply_chain, dataless_binary_files  # noqa: F401 (re-exported)
 from cwm_agent.tasks import Task, TaskError, load_tasks, patched_files
 
 START_MARKER = ">>>>> Start Test Output"
@@ -65,19 +68,9 @@ BAD_LOG_MARKERS = (
     ">>>>> Tests Errored",
     ">>>>> Tests Timed Out",
 )
-# The official harness's patch chain (swebench 5.0.2, run_evaluation.GIT_APPLY_CMDS).
-# CWM's own scorer used the first, `--reject` and `patch --fuzz=5`; --3way only
-# adds patches whose context moved but whose blobs git knows.
-APPLY_COMMANDS = (
-    "git apply --verbose",
-    "git apply --verbose --3way",
-    "git apply --verbose --reject",
-    "patch --batch --forward --fuzz=5 -p1 -i",
-)
 PATCH_FILE = "/tmp/patch.diff"
 EVAL_FILE = "/eval.sh"
 REPO_ROOT = "/testbed"
-RESET_TREE = "git checkout -- . ; git clean -fd"  # between apply attempts
 SCRIPT_HEADER = ("#!/bin/bash", "set -uxo pipefail")
 LOG_PARSER = "parse_log_pytest"  # the name in swebench's PARSER_REGISTRY
 EVAL_TYPE = "pass_and_fail"
@@ -426,6 +419,10 @@ def grade_task(task: Task, model_patch: str | None, *, client=None, image: str |
     if edits:
         result.warnings.append(f"patch edits test files: {', '.join(edits)} "
                                "(graded as it is; the eval script resets the test patch's files)")
+    dataless = dataless_binary_files(patch)
+    if dataless:
+        result.warnings.append(f"binary files with no data, which no command can apply: {', '.join(dataless)} "
+                               "(graded as it is: the chain's `patch` passes over new ones)")
     if not patch:
         # SWE-bench does not run an empty prediction ("" or null): it counts it
         # unresolved. Whitespace is not empty to it: that fails to apply.
@@ -583,24 +580,14 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
 
 
 def _apply_patch(container, result: GradeResult) -> bool:
-    """The official chain; True when one command took the patch (recorded in the result)."""
-    words = []
-    for attempt, command in enumerate(APPLY_COMMANDS):
-        if attempt:  # a failed try (--reject above all) leaves debris: start clean
-            container.exec_run(["/bin/bash", "-c", RESET_TREE], workdir=REPO_ROOT, user="root")
-        done = container.exec_run(f"{command} {PATCH_FILE}", workdir=REPO_ROOT, user="root")
-        output = done.output.decode("utf-8", "replace")
-        words.append(f"$ {command} {PATCH_FILE}  # exit {done.exit_code}\n{output}")
-        if done.exit_code == 0:
-            result.patch_applied_with = command
-            break
-    else:
-        # The chain can leave the patch wholly applied while every command failed.
-        check = container.exec_run(f"git apply --check --reverse {PATCH_FILE}", workdir=REPO_ROOT, user="root")
-        if check.exit_code == 0:
-            result.patch_applied_with = "already applied (git apply --check --reverse)"
-    result.apply_log = "\n".join(words)
-    return result.patch_applied_with is not None
+    """The official chain (sandbox.patch.apply_chain); True when it took the patch (recorded in the result)."""
+    def run(command: str) -> tuple[int, str]:
+        done = container.exec_run(["/bin/bash", "-c", command], workdir=REPO_ROOT, user="root")
+        return done.exit_code, done.output.decode("utf-8", "replace")
+
+    chain = apply_chain(run, PATCH_FILE)
+    result.patch_applied_with, result.apply_log = chain.applied_with, chain.output
+    return chain.ok
 
 
 def _last_lines(text: str, count: int) -> str:

@@ -1,7 +1,12 @@
 """One episode on one repository and issue: model + sandbox + agent, then the outputs on disk.
 
 Shared by `cwm-agent solve` and (later) the GitHub Action; it prints through the console
-it is given and returns the exit code (0 patch submitted and applies, 1 none, 2 infrastructure).
+it is given and returns the exit code: 0 the episode finished (submitted, then summarised) with a
+patch that applies, 1 otherwise, 2 infrastructure, 130 interrupted. An episode that a limit ended
+failed, as in CWM's evaluation, whatever it submitted: its last patch is still written to
+patch.diff, but it exits 1 and `--apply` leaves the repository alone, unless `grade_unfinished`
+(`--grade-unfinished`) counts it as harnesses that submit on exit do. Whether a patch applies is
+the grader's chain's verdict (sandbox.patch), so `solve` and `eval` agree.
 """
 
 from __future__ import annotations
@@ -100,60 +105,107 @@ def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_
         result = agent.run(req.issue)
         patch = result.submission or ""
         # A dream's patch was never applied anywhere: whether it applies is unknown (None).
-        applies = None if dream else bool(patch) and _applies(patch_mod, patch, sandbox)
+        check = None if dream or not patch else _check(patch_mod, patch, sandbox)
+        applies = None if dream else bool(check)
         try:
             workspace = sandbox.diff()
         except Exception:  # the sandbox may be gone after an infrastructure failure
             workspace = None
-        trajectory.finish(patch=patch, patch_applies=applies, workspace_diff=workspace)
+        skipped = list(check.skipped) if check else []
+        counted = counts(result, settings.grade_unfinished)
+        trajectory.finish(patch=patch, patch_applies=applies, workspace_diff=workspace, finished=result.exit.finished,
+                          counted=counted, patch_applied_with=check.applied_with if check else None,
+                          patch_skipped_binary_files=skipped)
     outputs["patch"].write_text(patch, encoding="utf-8")
-    outputs["summary"].write_text(summary_markdown(req, result, applies), encoding="utf-8")
+    outputs["summary"].write_text(summary_markdown(req, result, applies, skipped=skipped), encoding="utf-8")
     stats = patch_mod.diffstat(patch) if patch and applies is not None else []
-    code = exit_code(result, True if dream else applies)  # a dream that submitted counts as done
-    if req.apply and patch and applies and req.host_repo:
+    code = exit_code(result, True if dream else applies, grade_unfinished=settings.grade_unfinished)
+    applied = None
+    if req.apply and patch and applies and req.host_repo and counted:
         if not quiet:
             console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default"))
-        patch_mod.apply_to_repo(patch, req.host_repo)
+        applied = patch_mod.apply_to_repo(patch, req.host_repo)
         if not quiet:
-            console.print(f"[green]applied to {req.host_repo}[/]")
+            how = f" with {applied.applied_with}" if applied.applied_with else ""
+            console.print(f"[green]applied to {req.host_repo}{how}[/]")
+            if applied.skipped:
+                console.print(f"[yellow]skipped binary files with no data:[/] {', '.join(applied.skipped)}")
+    elif req.apply and patch and not counted and not quiet:
+        console.print(f"[yellow]not applied to {req.host_repo}: the episode did not finish ({result.exit.value}); "
+                      f"its last patch is in {outputs['patch']} (--grade-unfinished applies it anyway)[/]")
     if json_out:
         print(json.dumps({"exit": result.exit.value, "detail": result.detail, "exit_code": code,
-                          "patch_applies": applies, "turns": result.turns, "tokens": result.tokens,
+                          "finished": result.exit.finished, "counted": counted,
+                          "patch_applies": applies, "patch_applied_with": check.applied_with if check else None,
+                          "skipped_binary_files": skipped, "applied_to_repo": bool(applied),
+                          "turns": result.turns, "tokens": result.tokens,
                           "timings": result.timings, **{k: str(v) for k, v in outputs.items()},
                           **({"imagination": imagination.summary(), "imagined": dream} if imagination else {})}))
     elif quiet:
-        console.print(f"{result.exit.value}: {outputs['patch'] if patch else 'no patch'} "
+        note = "" if counted or not patch else " (episode did not finish: patch not counted)"
+        console.print(f"{result.exit.value}: {outputs['patch'] if patch else 'no patch'}{note} "
                       f"(trajectory {outputs['trajectory']})", highlight=False)
     else:
         console.print(final_panel(result, stats=stats, outputs=outputs, applies=applies, dream=dream,
-                                  imagination=imagination.summary() if imagination else None))
+                                  imagination=imagination.summary() if imagination else None,
+                                  counted=counted, skipped=skipped))
     return code
 
 
-def _applies(patch_mod, patch: str, sandbox) -> bool:
+def _check(patch_mod, patch: str, sandbox):
     try:
-        return bool(patch_mod.check_applies(patch, sandbox))
-    except Exception:  # a malformed patch or a dead sandbox: it does not apply
-        return False
+        return patch_mod.check_applies(patch, sandbox)
+    except Exception as exc:  # a malformed patch or a dead sandbox: it does not apply
+        return patch_mod.ApplyCheck(False, str(exc), skipped=tuple(_dataless(patch_mod, patch)))
 
 
-def exit_code(result: EpisodeResult, applies: bool) -> int:
-    if result.exit is Exit.SUBMITTED and applies:
-        return EXIT_OK
+def _dataless(patch_mod, patch: str) -> list[str]:
+    try:
+        return patch_mod.dataless_binary_files(patch)
+    except Exception:
+        return []
+
+
+def _skipped_words(applies: bool | None) -> str:
+    if applies is False:  # the chain failed on them (GNU patch passes over new files only)
+        return "binary files with no data, which no command can apply"
+    return "skipped binary files with no data (nothing to apply)"
+
+
+def counts(result: EpisodeResult, grade_unfinished: bool = False) -> bool:
+    """Is this episode's submission its answer? Only a finished episode's is (CWM's rule), unless
+    grade_unfinished, which takes the last submitted patch of any episode the agent ended."""
+    if result.exit.finished:
+        return True
+    return grade_unfinished and not result.exit.infrastructure and result.exit is not Exit.INTERRUPTED
+
+
+def exit_code(result: EpisodeResult, applies: bool | None, *, grade_unfinished: bool = False) -> int:
     if result.exit.infrastructure:
         return EXIT_INFRA
     if result.exit is Exit.INTERRUPTED:
         return EXIT_INTERRUPTED
+    if result.submission and applies and counts(result, grade_unfinished):
+        return EXIT_OK
     return EXIT_NO_PATCH
 
 
-def summary_markdown(req: SolveRequest, result: EpisodeResult, applies: bool) -> str:
+def summary_markdown(req: SolveRequest, result: EpisodeResult, applies: bool | None, *,
+                     skipped: list[str] | tuple[str, ...] = ()) -> str:
     lines = [f"# cwm-agent: {req.label}", "", f"- exit: `{result.exit.value}` {result.detail}".rstrip(),
              f"- turns: {result.turns}, tokens: {result.tokens:,}",
              f"- patch: {'submitted' if result.submission else 'none'}"
-             + ("" if not result.submission else (", applies to the base" if applies else ", does NOT apply")), ""]
+             + ("" if not result.submission else (", applies to the base" if applies else ", does NOT apply"))]
+    if skipped:
+        lines.append(f"- {_skipped_words(applies)}: {', '.join(skipped)}")
+    if result.submission and not result.exit.finished and not result.exit.infrastructure:
+        counted = counts(result, req.settings.grade_unfinished)
+        lines.append(f"- the episode did not finish ({result.exit.value}): the patch above is the last one "
+                     + ("submitted, counted as the answer (--grade-unfinished)" if counted else
+                        "submitted, kept for you to look at; it is not counted as a solution"))
+    lines.append("")
     if req.imagine.dream:  # nothing ran, so nothing was checked
-        lines[-2:] = [f"- patch: {'imagined' if result.submission else 'none'} (dream: no sandbox; every "
-                      "observation was imagined by the model)", ""]
+        lines[4:] = [f"- patch: {'imagined' if result.submission else 'none'} (dream: no sandbox; every "
+                     "observation was imagined by the model)", ""]
     lines.append(result.summary or "_The model gave no final summary._")
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from cwm_agent import protocol
-from cwm_agent.agent import EpisodeResult, Events, Exit
+from cwm_agent.agent import EpisodeResult, Events
 from cwm_agent.trajectory import Step
 
 OBSERVATION_LINES = 8
@@ -102,10 +102,16 @@ class LiveView(Events):
 
 
 def final_panel(result: EpisodeResult, *, stats: list[tuple[str, int, int]], outputs: dict[str, Path],
-                applies: bool | None, dream: bool = False, imagination: dict | None = None) -> Panel:
-    good = result.exit is Exit.SUBMITTED and applies
+                applies: bool | None, dream: bool = False, imagination: dict | None = None,
+                counted: bool | None = None, skipped: list[str] | tuple[str, ...] = ()) -> Panel:
+    counted = result.exit.finished if counted is None else counted
+    good = counted and bool(result.submission) and applies
     lines = [Text.assemble(("exit: ", "bold"), (result.exit.value, "green" if good else "yellow"),
                            f"  {result.detail}" if result.detail else "")]
+    if result.submission and not result.exit.finished and not result.exit.infrastructure:
+        lines.append(Text(f"the episode did not finish ({result.exit.value}): the patch below is the last one submitted, "
+                          + ("counted as the answer (--grade-unfinished)" if counted
+                             else "kept for you to look at, not counted as a solution"), style="bold yellow"))
     if dream:
         lines.append(Text(DREAM_BANNER + (" · a patch was imagined" if result.submission else ""), style="bold magenta"))
     if imagination and imagination.get("scored"):
@@ -117,9 +123,14 @@ def final_panel(result: EpisodeResult, *, stats: list[tuple[str, int, int]], out
         removed = sum(r for _, _, r in stats)
         lines.append(Text(f"patch: {len(stats)} file(s), +{added} -{removed}"
                           + ("" if applies else "  (does NOT apply to the base)"), style="bold"))
-        lines += [Text(f"  {path}  +{a} -{r}") for path, a, r in stats]
+        lines += [Text(f"  {path}  +{a} -{r}" + ("  (binary, no data)" if path in skipped else ""))
+                  for path, a, r in stats]
     else:
         lines.append(Text("no patch submitted", style="yellow"))
+    if skipped:
+        words = ("binary files with no data, which no command can apply" if applies is False
+                 else "skipped binary files with no data (nothing to apply)")
+        lines.append(Text(f"{words}: {', '.join(skipped)}", style="yellow"))
     lines += [Text(f"{name}: {path}", style="dim") for name, path in outputs.items()]
     return Panel(Group(*lines), title="cwm-agent", border_style="green" if good else "yellow")
 
@@ -201,6 +212,13 @@ def report_table(report: dict):
     table.add_row("resolved", f"{report['resolved']}/{report['scored']} = {report['resolved_rate']:.1%}"
                   f"  (95% CI {low:.1%}-{high:.1%})")
     table.add_row("infrastructure errors", str(report["infrastructure_errors"]))
+    if "scoring_rule" in report:
+        table.add_row("rule", report["scoring_rule"])
+        table.add_row("unfinished (a limit ended them)", f"{report['unfinished']} ({report['unfinished_with_patch']} "
+                      f"with a submitted patch, {'graded' if report['grade_unfinished'] else 'not graded'})")
+    if report.get("rule_mismatch"):
+        table.add_row("[yellow]scored under the other rule[/]", ", ".join(report["rule_mismatch"])
+                      + " (re-run them with --rerun)")
     for name, n in sorted(report["exits"].items()):
         table.add_row(f"exit {name}", str(n))
     for key in ("turns", "tokens", "seconds"):

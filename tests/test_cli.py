@@ -118,3 +118,11 @@ def test_readme_main_command_runs_to_a_named_exit_with_the_embedded_model(tmp_pa
     trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
     assert trajectory["model"]["name"].startswith("SmolLM2") and len(trajectory["steps"]) == 2
     assert docker_client.containers.list(all=True, filters={"label": f"cwm-agent={trajectory['task']['run_id']}"}) == []
+
+
+@pytest.mark.parametrize("command, default", [("solve", "default 5"), ("eval", "default 0")])
+def test_solve_and_eval_take_the_scoring_and_format_error_flags(command, default):
+    out = run(command, "--help", env={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr
+    assert "--grade-unfinished" in out.stdout and "--no-grade-unfinished" in out.stdout
+    assert "--max-format-errors" in out.stdout and default in out.stdout

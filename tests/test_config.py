@@ -44,3 +44,33 @@ def test_public_masks_the_api_key(tmp_path: Path):
     s = load_settings({"api_key": "sk-secret"}, environ={}, user_config=tmp_path / "n", project_config=tmp_path / "n")
     assert s.public()["api_key"] == "***"
     assert "sk-secret" not in repr(s.public())
+
+
+def test_format_error_limit_defaults_per_command_and_a_user_value_wins(tmp_path: Path):
+    none = {"user_config": tmp_path / "no", "project_config": tmp_path / "no"}
+    # CWM's evaluation never ends an episode on format errors; solve stops a lost model after 5.
+    assert load_settings(environ={}, command="eval", **none).max_format_errors == 0
+    assert load_settings(environ={}, command="solve", **none).max_format_errors == 5
+    assert load_settings(environ={}, **none).max_format_errors == 5
+    # every user layer overrides both commands' defaults
+    user = tmp_path / "user.toml"
+    user.write_text("max-format-errors = 3\n")
+    for command in ("eval", "solve"):
+        assert load_settings(environ={}, command=command, user_config=user,
+                             project_config=tmp_path / "no").max_format_errors == 3
+    env = {"CWM_AGENT_MAX_FORMAT_ERRORS": "7"}
+    assert load_settings(environ=env, command="eval", **none).max_format_errors == 7
+    assert load_settings({"max_format_errors": 0}, environ=env, command="solve", **none).max_format_errors == 0
+    assert load_settings({"max_format_errors": None}, environ={}, command="eval", **none).max_format_errors == 0
+
+
+def test_grade_unfinished_is_off_by_default_and_layered(tmp_path: Path):
+    none = {"user_config": tmp_path / "no", "project_config": tmp_path / "no"}
+    assert load_settings(environ={}, command="eval", **none).grade_unfinished is False
+    project = tmp_path / "cwm-agent.toml"
+    project.write_text("grade_unfinished = true\n")
+    s = load_settings(environ={}, command="eval", user_config=tmp_path / "no", project_config=project)
+    assert s.grade_unfinished is True and s.public()["grade_unfinished"] is True
+    assert load_settings(environ={"CWM_AGENT_GRADE_UNFINISHED": "yes"}, **none).grade_unfinished is True
+    assert load_settings({"grade_unfinished": False}, environ={"CWM_AGENT_GRADE_UNFINISHED": "1"},
+                         **none).grade_unfinished is False

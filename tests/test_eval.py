@@ -56,6 +56,7 @@ def test_eval_grades_resumes_and_retries_only_infrastructure_errors(tmp_path, do
     assert set(by_id) == {SOLVED, FLAILS, BROKEN}
     assert by_id[SOLVED].exit == "submitted" and by_id[SOLVED].resolved is True
     assert by_id[FLAILS].exit == "format_errors" and by_id[FLAILS].resolved is False
+    assert by_id[FLAILS].grade_status == "unfinished"  # a limit ended it: not graded
     assert by_id[BROKEN].exit == "model_error" and by_id[BROKEN].infrastructure and by_id[BROKEN].resolved is None
 
     out = tmp_path / "eval"
@@ -78,8 +79,10 @@ def test_eval_grades_resumes_and_retries_only_infrastructure_errors(tmp_path, do
     assert again[0].exit == "submitted" and again[0].resolved is True
     report = evaluate.report(out)
     assert (report["resolved"], report["scored"], report["infrastructure_errors"]) == (2, 3, 0)
-    assert docker_client.containers.list(all=True, filters={"label": "cwm-agent"}) == [] or all(
-        not c.name.startswith("cwm") for c in docker_client.containers.list(all=True, filters={"label": "cwm-agent"}))
+    # no container of this process is left (others' concurrent runs may have theirs)
+    from cwm_agent.sandbox.docker import OWNER_LABEL, _owner
+
+    assert docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={_owner()}"}) == []
 
 
 def test_eval_cli_prints_the_report(tmp_path, sandbox_image):
@@ -92,6 +95,70 @@ def test_eval_cli_prints_the_report(tmp_path, sandbox_image):
     assert out.returncode == 0, out.stderr
     assert "1/1 = 100.0%" in out.stdout
     assert json.loads((tmp_path / "e" / "report.json").read_text())["resolved"] == 1
+
+
+def submits_then_runs_out_of_turns(tasks):
+    """Writes the gold patch, submits it, then keeps working until the turn limit ends the episode."""
+    gold = {t.instance_id: t.patch for t in tasks}
+
+    def reply(request):
+        turn = request["prompt"].count("<|start_header_id|>assistant")
+        return [act("bash", f"cat > fix.patch <<'EOF_PATCH'\n{gold[SOLVED]}EOF_PATCH"), act("submit", "fix.patch"),
+                act("bash", "echo one more check")][min(turn - 1, 2)]
+    return reply
+
+
+@pytest.mark.parametrize("grade_unfinished", [False, True], ids=["cwm-rule", "grade-unfinished"])
+def test_an_episode_the_turn_limit_ended_is_graded_only_with_grade_unfinished(tmp_path, docker_client, sandbox_image,
+                                                                              grade_unfinished):
+    tasks = load_tasks(TASKS_DIR)
+    gold = next(t.patch for t in tasks if t.instance_id == SOLVED)
+    out = tmp_path / "eval"
+    # max_turns 3: replies 1 and 2 write and submit the gold patch, reply 3 meets the turn limit
+    with ScriptedServer([submits_then_runs_out_of_turns(tasks)] * 10) as server:
+        model = connect(base_url=server.base_url, model=None, api_key=None, format=None, retries=1)
+        settings = Settings(base_url=server.base_url, max_turns=3, command_timeout=60,
+                            grade_unfinished=grade_unfinished)
+        [result] = evaluate.run_eval(tasks, evaluate.EvalOptions(out=out, filter=f"^{SOLVED}$"), settings, model=model)
+    assert (result.exit, result.finished, result.infrastructure) == ("turn_limit", False, False)
+    assert result.patch.strip() == gold.strip()  # results.jsonl keeps what it submitted
+    [prediction] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    report = evaluate.report(out, grade_unfinished=grade_unfinished)
+    assert json.loads((out / "report.json").read_text())["grade_unfinished"] is grade_unfinished
+    assert (report["scored"], report["unfinished"], report["unfinished_with_patch"]) == (1, 1, 1)
+    attempt = out / "instances" / SOLVED / "attempt-1"
+    assert json.loads((attempt / "trajectory.json").read_text())["config"]["grade_unfinished"] is grade_unfinished
+    if grade_unfinished:  # as harnesses that submit on exit: the last patch is the answer
+        assert (result.resolved, result.grade_status) == (True, "resolved")
+        assert prediction["model_patch"] == result.patch
+        assert report["resolved"] == 1 and report["scoring_rule"] == evaluate.GRADE_UNFINISHED
+    else:  # CWM's rule: failed, whatever it submitted; the official harness sees an empty patch
+        assert (result.resolved, result.grade_status) == (False, "unfinished")
+        assert not (attempt / "log.txt").exists()  # never graded
+        assert prediction == {"instance_id": SOLVED, "model_patch": "", "model_name_or_path": model.name}
+        assert report["resolved"] == 0 and report["resolved_rate"] == 0.0
+        assert report["scoring_rule"] == evaluate.FINISHED_ONLY
+        assert report["instances"][0]["graded"] is False and report["instances"][0]["finished"] is False
+
+
+def test_eval_cli_never_ends_an_episode_on_format_errors_and_records_its_rule(tmp_path, sandbox_image):
+    tasks = load_tasks(TASKS_DIR)
+    out = tmp_path / "e"
+    with ScriptedServer([scripted_model(tasks, broken_down=False)] * 10) as server:
+        done = subprocess.run([sys.executable, "-m", "cwm_agent.cli", "eval", str(TASKS_DIR), "--filter", f"^{FLAILS}$",
+                               "--base-url", server.base_url, "--out", str(out), "--max-turns", "8",
+                               "--grade-unfinished"],
+                              capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    trajectory = json.loads((out / "instances" / FLAILS / "attempt-1" / "trajectory.json").read_text())
+    # every reply is malformed: eval's default (0) lets them cost a turn each, 7 in a row (solve
+    # would stop at 5), until reply 8 meets the turn limit
+    assert trajectory["exit"] == "turn_limit" and trajectory["config"]["max_format_errors"] == 0
+    assert sum(bool(step["format_error"]) for step in trajectory["steps"]) == 7
+    report = json.loads((out / "report.json").read_text())
+    assert report["grade_unfinished"] is True and report["scoring_rule"] == evaluate.GRADE_UNFINISHED
+    assert "grade" in done.stdout and "submit on exit" in done.stdout  # the table shows the rule
 
 
 def test_wilson_interval_is_sane():

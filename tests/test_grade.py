@@ -104,6 +104,23 @@ def spoof_patch(task: Task) -> str:
     return make_patch(task, lambda repo: (repo / "conftest.py").write_text(text))
 
 
+def pyc_noise_patch(task: Task) -> str:
+    """The gold patch as CWM submits it after running pytest where .pyc files are not ignored:
+    `git add -A && git diff --cached`, the .pyc files as "Binary files ... differ", no data."""
+    def edit(repo: Path) -> None:
+        subprocess.run(["git", "apply", "-"], input=task.patch, text=True, cwd=repo, check=True)
+        (repo / ".gitignore").unlink()
+        subprocess.run(["git", "rm", "-q", "--cached", ".gitignore"], cwd=repo, check=True)
+        subprocess.run(["python3", "-m", "compileall", "-q", "."], cwd=repo, check=True)
+    with tempfile.TemporaryDirectory(prefix="cwm-test-patch-") as tmp:
+        repo = Path(tmp) / "repo"
+        task.checkout(repo)
+        edit(repo)
+        subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+        return subprocess.run(["git", "diff", "--cached"], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout
+
+
 def hang_patch(task: Task) -> str:
     return make_patch(task, lambda repo: (repo / "conftest.py").write_text("import time\ntime.sleep(600)\n"))
 
@@ -425,6 +442,23 @@ def test_fuzz_fallback_takes_what_git_apply_refuses(no_leftovers, task_id):
     assert "$ git apply --verbose /tmp/patch.diff  # exit 1" in result.apply_log
     assert "with fuzz" in result.apply_log
     assert result.status == "resolved", result.detail
+
+
+@pytest.mark.docker
+def test_binary_files_without_data_are_passed_over_as_the_official_chain_does(no_leftovers):
+    from cwm_agent.sandbox import patch as patch_mod
+
+    task = TASKS["demo-slugify-unicode"]
+    noisy = pyc_noise_patch(task)
+    skipped = patch_mod.dataless_binary_files(noisy)
+    assert skipped and all("__pycache__/" in path and path.endswith(".pyc") for path in skipped)
+    result = grade_task(task, noisy, client=no_leftovers)
+    assert result.status == "resolved", result.detail + "\n" + result.apply_log
+    assert result.patch_applied_with == "patch --batch --forward --fuzz=5 -p1 -i"
+    assert "cannot apply binary patch" in result.apply_log
+    assert any(w.startswith("binary files with no data") and skipped[0] in w for w in result.warnings)
+    # one chain: the grader's commands are the ones solve's check and --apply run
+    assert APPLY_COMMANDS is patch_mod.APPLY_COMMANDS
 
 
 @pytest.mark.docker

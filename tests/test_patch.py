@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from cwm_agent.sandbox.patch import (
+    APPLY_COMMANDS,
     ApplyCheck,
     FileStat,
     PatchError,
     apply_to_repo,
     check_applies,
+    dataless_binary_files,
     diffstat,
     diffstat_summary,
     parse_patch,
+    split_dataless_binaries,
     summarize,
 )
+
+FUZZ = "patch --batch --forward --fuzz=5 -p1 -i"
 
 BINARY_OLD = b"bin\x00\x01\x02"
 BINARY_NEW = b"bin\x00\x03\x04\xff"
@@ -191,3 +196,137 @@ def test_check_applies_in_a_docker_sandbox_against_its_base(docker_client, sandb
         # Nothing changed for the model: cwd, environment, index, working tree.
         assert box.run("echo $KEEP; pwd; cd /testbed && git status --porcelain").output == (
             "1\n/tmp\n M a.txt\n")
+
+
+# --- the official chain, and binary files with no data ------------------------------------
+
+def pyc_noise_patch(repo: Path, *, tracked_pyc: bool = False) -> str:
+    """What CWM writes in a repository without a .gitignore after running pytest:
+    `git add -A && git diff --cached`, whose .pyc files are "Binary files ... differ", no data."""
+    if tracked_pyc:  # a .pyc committed at the base, which the patch then changes and deletes
+        (repo / "__pycache__").mkdir()
+        (repo / "__pycache__" / "old.cpython-311.pyc").write_bytes(BINARY_OLD)
+        (repo / "__pycache__" / "gone.cpython-311.pyc").write_bytes(BINARY_OLD)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "pyc at the base")
+        (repo / "__pycache__" / "old.cpython-311.pyc").write_bytes(BINARY_NEW)
+        (repo / "__pycache__" / "gone.cpython-311.pyc").unlink()
+    (repo / "a.txt").write_text("one\n2\nthree\n")
+    (repo / "__pycache__").mkdir(exist_ok=True)
+    (repo / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\x00\x00pyc")
+    git(repo, "add", "-A")
+    patch = git(repo, "diff", "--cached")  # no --binary: what the model writes
+    git(repo, "reset", "-q", "--hard")
+    git(repo, "clean", "-qfdx")
+    return patch
+
+
+def test_binary_files_without_data_are_named_and_split_off(tmp_path: Path, patch: str) -> None:
+    noisy = pyc_noise_patch(make_repo(tmp_path / "noisy"), tracked_pyc=True)
+    assert "Binary files /dev/null and b/__pycache__/a.cpython-311.pyc differ" in noisy
+    kept, skipped = split_dataless_binaries(noisy)
+    assert skipped == ["__pycache__/a.cpython-311.pyc", "__pycache__/gone.cpython-311.pyc",
+                       "__pycache__/old.cpython-311.pyc"]
+    assert dataless_binary_files(noisy) == skipped
+    assert [f.path for f in parse_patch(kept)] == ["a.txt"] and "Binary files" not in kept
+    # binary files that carry their data (git diff --binary) are kept
+    assert split_dataless_binaries(patch) == (patch, [])
+
+
+def test_check_runs_the_official_chain_and_names_what_it_skips(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    noisy = pyc_noise_patch(repo)
+    result = check_applies(noisy, repo)
+    # git apply refuses binary hunks without data; the chain's last command passes over them
+    assert result.ok and result.applied_with == FUZZ == APPLY_COMMANDS[-1], result.output
+    assert "cannot apply binary patch" in result.output
+    assert result.skipped == ("__pycache__/a.cpython-311.pyc",)
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_check_fails_where_the_grader_fails_on_binary_files_without_data(tmp_path: Path) -> None:
+    # A committed .pyc deleted without data: GNU patch refuses it too, so the whole chain
+    # fails, as it does in the grader and the official harness.
+    repo = make_repo(tmp_path / "repo")
+    noisy = pyc_noise_patch(repo, tracked_pyc=True)
+    result = check_applies(noisy, repo)
+    assert not result.ok and result.applied_with is None
+    for command in APPLY_COMMANDS:
+        assert f"$ {command} " in result.output
+
+
+def test_apply_skips_binary_files_without_data(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    noisy = pyc_noise_patch(repo)
+    result = apply_to_repo(noisy, repo)
+    assert result.ok and result.skipped == ("__pycache__/a.cpython-311.pyc",)
+    assert result.applied_with == "git apply --verbose"  # what is left applies cleanly
+    assert (repo / "a.txt").read_text() == "one\n2\nthree\n"
+    assert not (repo / "__pycache__").exists()  # no empty .pyc files
+    assert git(repo, "status", "--porcelain") == " M a.txt\n"
+
+
+def drifted(repo: Path, elsewhere: Path) -> str:
+    """A patch made elsewhere, before a.txt's first line changed: git (--3way without the
+    patch's blobs) refuses it, only `patch --fuzz` takes it."""
+    source = make_repo(elsewhere)
+    (source / "a.txt").write_text("zero\none\ntwo\nthree\n")
+    git(source, "commit", "-qam", "more")
+    (source / "a.txt").write_text("zero\none\nTWO\nthree\n")
+    (repo / "a.txt").write_text("ZERO\none\ntwo\nthree\n")
+    git(repo, "commit", "-qam", "upstream moved")
+    return git(source, "diff")
+
+
+def test_apply_uses_the_official_chain_fuzz_included(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    patch = drifted(repo, tmp_path / "source")
+    assert check_applies(patch, repo).applied_with == FUZZ
+    result = apply_to_repo(patch, repo)
+    assert result.ok and result.applied_with == FUZZ
+    assert (repo / "a.txt").read_text() == "ZERO\none\nTWO\nthree\n"
+    assert git(repo, "status", "--porcelain") == " M a.txt\n"  # no .orig or .rej debris
+    assert git(repo, "diff", "--cached") == ""
+
+
+def test_apply_keeps_local_changes_and_refuses_untracked_files_in_the_way(repo: Path, patch: str) -> None:
+    (repo / "blob.bin").write_bytes(b"local binary work")  # a file the patch changes
+    with pytest.raises(PatchError, match="does not apply"):
+        apply_to_repo(patch, repo)
+    git(repo, "checkout", "--", "blob.bin")
+    (repo / "new.txt").write_text("mine\n")  # untracked, where the patch creates a file
+    with pytest.raises(PatchError, match="new.txt"):
+        apply_to_repo(patch, repo)
+    assert (repo / "new.txt").read_text() == "mine\n" and (repo / "gone.txt").exists()
+    (repo / "new.txt").unlink()
+    (repo / "unrelated.txt").write_text("local\n")  # local changes elsewhere are kept
+    with (repo / "gone.txt").open("a"):
+        pass
+    assert apply_to_repo(patch, repo).applied_with == "git apply --verbose"
+    assert (repo / "unrelated.txt").read_text() == "local\n"
+    assert (repo / "a.txt").read_text() == "one\n2\nthree\nfour\n"
+    # applied again: the chain refuses it, and nothing changes
+    status = git(repo, "status", "--porcelain")
+    with pytest.raises(PatchError, match="does not apply"):
+        apply_to_repo(patch, repo)
+    assert git(repo, "status", "--porcelain") == status
+
+
+@pytest.mark.docker
+def test_check_in_a_docker_sandbox_runs_the_chain_on_a_clone_of_the_base(docker_client, sandbox_image: str,
+                                                                        tmp_path: Path) -> None:
+    from cwm_agent.sandbox.docker import DockerSandbox
+
+    repo = make_repo(tmp_path / "repo")
+    noisy = pyc_noise_patch(repo)
+    with DockerSandbox(sandbox_image, repo=repo, client=docker_client) as box:
+        box.run("echo 'model was here' > /testbed/a.txt && git add a.txt && cd /tmp")
+        before = box.run("ls /tmp | sort").output
+        result = check_applies(noisy, box)
+        assert result.ok and result.applied_with == FUZZ, result.output
+        assert result.skipped == ("__pycache__/a.cpython-311.pyc",)
+        assert not check_applies(noisy.replace("-two", "-TWO"), box).ok
+        # the model's tree, index and cwd are as they were; the clone is gone
+        assert box.run("pwd; cd /testbed && git status --porcelain && ls -a").output == (
+            "/tmp\nM  a.txt\n.\n..\n.git\na.txt\nblob.bin\ngone.txt\n")
+        assert box.run("ls /tmp | sort").output == before

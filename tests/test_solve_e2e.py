@@ -72,7 +72,7 @@ def test_demo_episode_produces_a_patch_that_passes_the_hidden_tests(tmp_path, do
     steps = data["steps"]
     assert [s["action"]["tool"] for s in steps[:-1]] == ["bash", "edit", "edit", "create", "bash", "bash", "submit"]
     assert steps[1]["observation"].startswith("File slugkit/core.py has been successfully updated at line 5")
-    assert steps[3]["observation"] == "File created successfully at: tests/test_accents.py (6 lines)."
+    assert steps[3]["observation"] == "File created successfully at: tests/test_accents.py (6 lines).\n"
     assert "passed" in steps[4]["observation"]
     assert data["summary"].startswith("## Issue Summary")
     # the prompt of turn 2 extends the prompt of turn 1 by exactly the completion and the new messages
@@ -108,9 +108,11 @@ def test_malformed_replies_get_the_spec_errors_then_the_episode_recovers(tmp_pat
         Reply("rambling on and on without end", finish_reason="length"),
         think("Submit nothing real.", "bash", "echo 'not a diff' > p.txt"),
         think("Try.", "submit", "p.txt"),
+        think("Out of turns.", "bash", "echo never runs"),
     ]
+    # --max-turns 9: replies 1-8 run, reply 9 meets the turn limit before its action runs
     with ScriptedServer(script) as server:
-        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "8")
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "9")
     assert result.returncode == 1, result.stderr
     data = trajectory(tmp_path / "run")
     steps = data["steps"]
@@ -135,19 +137,21 @@ def test_consecutive_format_errors_end_the_episode(tmp_path, sandbox_image):
         result = solve(server, tmp_path / "run", "--task", DEMO_TASK)
     assert result.returncode == 1
     assert json.loads(result.stdout)["exit"] == "format_errors"
-    assert len(trajectory(tmp_path / "run")["steps"]) == 5
+    data = trajectory(tmp_path / "run")
+    assert len(data["steps"]) == 5
+    assert data["config"]["max_format_errors"] == 5  # solve's default, recorded
 
 
 def test_server_errors_are_retried_and_the_episode_continues(tmp_path, sandbox_image):
     script = [Failure(500, "boom"), Failure(500, "boom again"), think("ok", "bash", "echo alive"),
-              think("stop", "bash", "echo two")]
+              think("go on", "bash", "echo two"), think("stop", "bash", "echo never runs")]
     with ScriptedServer(script) as server:
-        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "2")
+        result = solve(server, tmp_path / "run", "--task", DEMO_TASK, "--max-turns", "3")
     assert result.returncode == 1, result.stderr
     data = trajectory(tmp_path / "run")
     assert data["exit"] == "turn_limit"
-    assert [s["observation"] for s in data["steps"]] == ["alive\n", "two\n"]
-    assert len(server.generation_requests()) == 4
+    assert [s["observation"] for s in data["steps"] if s["observation"] is not None] == ["alive\n", "two\n"]
+    assert len(server.generation_requests()) == 5
 
 
 def test_unreachable_model_mid_episode_is_an_infrastructure_exit(tmp_path, sandbox_image):
@@ -215,3 +219,85 @@ def test_host_repo_is_untouched_without_apply_and_patched_with_it(tmp_path, sand
         result = solve(server, tmp_path / "b", "--repo", str(repo), "--issue", str(issue), "--apply")
     assert result.returncode == 0, result.stderr
     assert "unicodedata" in (repo / "slugkit" / "core.py").read_text()
+
+
+def submit_then_run_out(patch: str) -> list[str]:
+    """--max-turns 3: reply 1 writes the patch, reply 2 submits it, reply 3 meets the turn limit."""
+    return [think("Write the fix.", "bash", f"cat > fix.patch <<'EOF_PATCH'\n{patch}EOF_PATCH"),
+            think("Submit it.", "submit", "fix.patch"),
+            think("One more look before the summary.", "bash", "git status --short")]
+
+
+def test_an_episode_the_turn_limit_ended_is_not_a_solution_whatever_it_submitted(tmp_path, sandbox_image):
+    gold = load_tasks(TASKS_DIR / DEMO_TASK)[0].patch
+    out = tmp_path / "run"
+    with ScriptedServer(submit_then_run_out(gold)) as server:
+        result = subprocess.run([*CLI, "solve", "--base-url", server.base_url, "--out", str(out), "--task", DEMO_TASK,
+                                 "--max-turns", "3"], capture_output=True, text=True, timeout=300,
+                                env={**__import__("os").environ, "COLUMNS": "250"})
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "the episode did not finish (turn_limit)" in result.stdout and "not counted" in result.stdout
+    assert (out / "patch.diff").read_text().strip() == gold.strip()  # still there for the user to look at
+    summary = (out / "summary.md").read_text()
+    assert "applies to the base" in summary and "did not finish (turn_limit)" in summary and "not counted" in summary
+    data = trajectory(out)
+    assert (data["exit"], data["finished"], data["counted"], data["patch_applies"]) == ("turn_limit", False, False, True)
+    assert data["config"]["grade_unfinished"] is False
+
+    # --grade-unfinished: today's rule, for comparisons with harnesses that submit on exit
+    with ScriptedServer(submit_then_run_out(gold)) as server:
+        again = solve(server, tmp_path / "again", "--task", DEMO_TASK, "--max-turns", "3", "--grade-unfinished")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["exit"], report["finished"], report["counted"], report["patch_applies"]) == (
+        "turn_limit", False, True, True)
+    assert trajectory(tmp_path / "again")["config"]["grade_unfinished"] is True
+
+
+def pyc_noise_script(gold: str) -> list[str]:
+    """Run pytest, then `git add -A && git diff --cached`: in a repository without a .gitignore
+    the patch carries __pycache__/*.pyc as "Binary files ... differ" with no data."""
+    return [
+        think("Apply the fix and run the tests.", "bash",
+              f"cat > /tmp/gold.patch <<'EOF_PATCH'\n{gold}EOF_PATCH\ngit apply /tmp/gold.patch && "
+              "unset PYTHONDONTWRITEBYTECODE && python3 -m pytest -q tests 2>&1 | tail -n 1"),
+        think("Write the patch.", "bash", "git add -A && git diff --cached > fix.patch && grep -c '^Binary files' fix.patch"),
+        think("Submit it.", "submit", "fix.patch"),
+        "Done.\n</think>\nFolded accents before splitting.",
+    ]
+
+
+def test_binary_files_without_data_are_named_and_skipped_not_a_failure(tmp_path, sandbox_image):
+    task = load_tasks(TASKS_DIR / DEMO_TASK)[0]
+    repo = tmp_path / "repo"
+    task.checkout(repo)
+    subprocess.run(["git", "rm", "-q", ".gitignore"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "no .gitignore"], cwd=repo,
+                   check=True)
+    issue = tmp_path / "issue.md"
+    issue.write_text(task.problem_statement)
+    with ScriptedServer(pyc_noise_script(task.patch)) as server:
+        result = solve(server, tmp_path / "a", "--repo", str(repo), "--issue", str(issue))
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    patch = (tmp_path / "a" / "patch.diff").read_text()
+    assert "Binary files /dev/null and b/slugkit/__pycache__/" in patch  # the noise is really there
+    skipped = report["skipped_binary_files"]
+    assert skipped and all("__pycache__/" in path and path.endswith(".pyc") for path in skipped)
+    assert report["patch_applies"] is True and report["exit"] == "submitted"
+    assert report["patch_applied_with"] == "patch --batch --forward --fuzz=5 -p1 -i"  # the grader's chain
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "skipped binary files with no data" in summary and skipped[0] in summary
+
+    # --apply: the same chain, on the host; the .pyc files are skipped, named, not created empty
+    with ScriptedServer(pyc_noise_script(task.patch)) as server:
+        applied = subprocess.run([*CLI, "solve", "--base-url", server.base_url, "--out", str(tmp_path / "b"),
+                                  "--repo", str(repo), "--issue", str(issue), "--apply"],
+                                 capture_output=True, text=True, timeout=300,
+                                 env={**__import__("os").environ, "COLUMNS": "400"})
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert f"applied to {repo}" in applied.stdout and "skipped binary files with no data" in applied.stdout
+    assert "unicodedata" in (repo / "slugkit" / "core.py").read_text()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == " M slugkit/core.py\n"

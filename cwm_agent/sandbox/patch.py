@@ -1,27 +1,38 @@
-"""Patches: parse them, count them, and ask git whether they apply.
+"""Patches: parse them, count them, and decide whether they apply, as the grader does.
 
-A patch here is the text of a `git diff --binary` (what the model submits and
-what `Sandbox.diff()` returns). Parsing uses unidiff, which returns an empty
+A patch here is the text of a `git diff` (what the model submits and what
+`Sandbox.diff()` returns). Parsing uses unidiff, which returns an empty
 PatchSet for garbage instead of raising, so `parse_patch` checks that it found
-files. Whether a patch applies is git's call, never ours:
+files. Whether a patch applies is the official SWE-bench harness's call: its
+chain of commands (`APPLY_COMMANDS`: `git apply -v`, `--3way`, `--reject`,
+then `patch --fuzz=5`), run by one function, `apply_chain`, for the grader (in
+its container), for `solve`'s check and for `solve --apply`. So `solve` and
+`eval` never disagree on whether a patch applies.
 
-- In a sandbox, `check_applies` checks against the *base commit*, not the
-  working tree the model has been editing: it builds a throw-away index from
-  the base commit (`GIT_INDEX_FILE=tmp git read-tree BASE`) and runs
-  `git apply --cached --check` against that index. Neither the working tree,
-  the real index, nor HEAD is touched, so it is safe mid-episode.
-- On the host, `apply_to_repo` (behind `solve --apply`) applies to the
-  working tree as the user has it; local changes that conflict make it fail
-  rather than be overwritten.
+- `check_applies` runs the chain in a throw-away clone of the *base commit*
+  (inside the sandbox, or of a host repository), never in the working tree the
+  model has been editing: safe mid-episode.
+- `apply_to_repo` (behind `solve --apply`) applies to the host working tree as
+  the user has it: each command of the chain is first tried as a dry run
+  (`git apply --check`, `patch --dry-run`), and only the first that would take
+  the whole patch runs; local changes that conflict make it fail, changing nothing.
+- Binary files with no data ("Binary files a/x and b/x differ", what a plain
+  `git diff` writes for `__pycache__/*.pyc`) can be applied by nothing: they are
+  named (`dataless_binary_files`) and skipped, not a failure. The check keeps
+  them in the patch, as the grader does (GNU patch passes over new ones);
+  `--apply` leaves them out instead of creating empty files.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
+import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -34,6 +45,22 @@ if TYPE_CHECKING:
 
 # Lines of base64 in a here-document; the terminator has "_", which base64 never uses.
 HEREDOC_END = "CWM_AGENT_B64_END"
+
+# The official harness's patch chain (swebench 5.0.2, run_evaluation.GIT_APPLY_CMDS).
+# CWM's own scorer used the first, `--reject` and `patch --fuzz=5`; --3way only
+# adds patches whose context moved but whose blobs git knows.
+APPLY_COMMANDS = (
+    "git apply --verbose",
+    "git apply --verbose --3way",
+    "git apply --verbose --reject",
+    "patch --batch --forward --fuzz=5 -p1 -i",
+)
+RESET_TREE = "git checkout -- . ; git clean -fd"  # between tries: a failed one (--reject above all) leaves debris
+REVERSE_CHECK = "git apply --check --reverse"
+ALREADY_APPLIED = f"already applied ({REVERSE_CHECK})"
+# Runs one shell command where the patch is to be applied: (exit code, stdout and stderr merged).
+Runner = Callable[[str], tuple[int, str]]
+_BINARY_DIFFERS = re.compile(r"^Binary files .* differ$", re.MULTILINE)
 
 
 class PatchError(ValueError):
@@ -48,10 +75,12 @@ class FileStat(NamedTuple):
 
 @dataclass(frozen=True)
 class ApplyCheck:
-    """git's verdict on a patch: `ok`, and git's own words in `output`."""
+    """The chain's verdict on a patch: `ok`, and the commands' own words in `output`."""
 
     ok: bool
     output: str
+    applied_with: str | None = None  # the command of the chain that takes it (or ALREADY_APPLIED)
+    skipped: tuple[str, ...] = ()  # binary files with no data: nothing to apply, skipped
 
     def __bool__(self) -> bool:
         return self.ok
@@ -103,8 +132,53 @@ def heredoc_b64(data: bytes) -> str:
     return f"<<'{HEREDOC_END}'\n{encoded}{HEREDOC_END}\n"
 
 
+def apply_chain(run: Runner, patch_file: str) -> ApplyCheck:
+    """The official chain over `patch_file`, where `run` runs commands; stops at the first that takes it.
+
+    The grader, `check_applies` and `apply_to_repo` all decide through this function, always
+    in a tree of their own (the tree is reset between tries). There is no dry-run form:
+    `git apply --check --3way` and `--check --reject` say 0 for patches whose real run
+    conflicts or rejects hunks. A chain that fails but leaves the patch wholly applied
+    counts, as SWE-bench 5 does.
+    """
+    words = []
+    for attempt, command in enumerate(APPLY_COMMANDS):
+        if attempt:
+            run(RESET_TREE)
+        code, output = run(f"{command} {patch_file}")
+        words.append(f"$ {command} {patch_file}  # exit {code}\n{output}")
+        if code == 0:
+            return ApplyCheck(True, "\n".join(words), command)
+    code, _ = run(f"{REVERSE_CHECK} {patch_file}")
+    return ApplyCheck(code == 0, "\n".join(words), ALREADY_APPLIED if code == 0 else None)
+
+
+def dataless_binary_files(patch: str) -> list[str]:
+    """Files the patch changes as "Binary files ... differ" with no data (no `GIT binary patch`)."""
+    return split_dataless_binaries(patch)[1]
+
+
+def split_dataless_binaries(patch: str) -> tuple[str, list[str]]:
+    """(the patch without its binary files that carry no data, the paths of those files)."""
+    kept, skipped = [], []
+    for section in re.split(r"(?m)^(?=diff --git )", patch):
+        if (section.startswith("diff --git ") and _BINARY_DIFFERS.search(section)
+                and not re.search(r"(?m)^GIT binary patch$", section)):
+            skipped.append(_section_path(section))
+        else:
+            kept.append(section)
+    return "".join(kept), skipped
+
+
+def _section_path(section: str) -> str:
+    try:
+        return PatchSet(section)[0].path
+    except Exception:  # unidiff could not read the header: show it as git wrote it
+        return section.partition("\n")[0].removeprefix("diff --git ")
+
+
 def check_applies(patch: str, target: Sandbox | str | Path, *, base: str | None = None) -> ApplyCheck:
-    """Would `patch` apply cleanly to the base commit? Checks only; changes nothing.
+    """Would the official chain take `patch` on the base commit? Checks only; changes nothing.
 
     target: a Sandbox (checked inside it, against its base commit) or a host
     git repository (checked against `base`, default HEAD). See the module doc.
@@ -112,31 +186,59 @@ def check_applies(patch: str, target: Sandbox | str | Path, *, base: str | None 
     if not patch.strip():
         return ApplyCheck(False, "the patch is empty")
     if isinstance(target, (str, Path)):
-        return _check_on_host(patch, Path(target), base or "HEAD")
-    return _check_in_sandbox(patch, target, base or getattr(target, "base_commit", None) or "HEAD")
+        verdict = _check_on_host(patch, Path(target), base or "HEAD")
+    else:
+        verdict = _check_in_sandbox(patch, target, base or getattr(target, "base_commit", None) or "HEAD")
+    return dataclasses.replace(verdict, skipped=tuple(dataless_binary_files(patch)))
 
 
 def _check_in_sandbox(patch: str, sandbox: Sandbox, base: str) -> ApplyCheck:
-    # One subshell, so the model's session keeps its cwd, variables and $?.
-    command = (
-        "( tmp=$(mktemp -d) || exit 99; trap 'rm -rf \"$tmp\"' EXIT\n"
+    # Subshells, so the model's session keeps its cwd, variables and $?. The clone shares
+    # the repository's objects (--shared): nothing of the model's repository is written.
+    made = sandbox.run(
+        "( unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; tmp=$(mktemp -d) || exit 99\n"
         f"base64 -d > \"$tmp/patch\" {heredoc_b64(_encode(patch))}"
-        f"cd {shlex.quote(sandbox.repo_root)} || exit 99\n"
-        f"GIT_INDEX_FILE=\"$tmp/index\" git read-tree {shlex.quote(base)} 2>&1 || exit 98\n"
-        "GIT_INDEX_FILE=\"$tmp/index\" git apply --cached --check \"$tmp/patch\" 2>&1 )"
+        f"{{ git clone -q --shared --no-checkout {shlex.quote(sandbox.repo_root)} \"$tmp/tree\" && "
+        f"git -C \"$tmp/tree\" checkout -q --detach {shlex.quote(base)}; }} >\"$tmp/log\" 2>&1 "
+        "|| { cat \"$tmp/log\"; rm -rf \"$tmp\"; exit 98; }\n"
+        "echo \"$tmp\" )"
     )
-    result = sandbox.run(command)
-    if result.status != "ok":
-        return ApplyCheck(False, f"the check itself failed in the sandbox: {result.feedback}")
-    return ApplyCheck(result.exit_code == 0, result.output)
+    if made.status != "ok":
+        return ApplyCheck(False, f"the check itself failed in the sandbox: {made.feedback}")
+    if made.exit_code != 0:
+        return ApplyCheck(False, f"the check could not check out the base commit {base}: {made.output.strip()}")
+    tmp = made.output.strip().splitlines()[-1]
+    tree = shlex.quote(f"{tmp}/tree")
+
+    def run(command: str) -> tuple[int, str]:
+        done = sandbox.run(f"( unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; cd {tree} && {command} ) 2>&1")
+        if done.status != "ok":
+            raise PatchError(f"the check itself failed in the sandbox: {done.feedback}")
+        return (done.exit_code if done.exit_code is not None else 1), done.output
+
+    try:
+        return apply_chain(run, shlex.quote(f"{tmp}/patch"))
+    except PatchError as exc:
+        return ApplyCheck(False, str(exc))
+    finally:
+        sandbox.run(f"rm -rf {shlex.quote(tmp)}")
 
 
 def _git(args: list[str], cwd: Path, *, stdin: bytes = b"", env: dict[str, str] | None = None
          ) -> subprocess.CompletedProcess[bytes]:
-    full_env = {**os.environ, **(env or {}),
-                # Never let git wander up into a repository that merely contains cwd.
-                "GIT_CEILING_DIRECTORIES": str(cwd.resolve().parent)}
-    return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, env=full_env)
+    return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, env=_host_env(cwd, env))
+
+
+def _host_env(cwd: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    # Never let git wander up into a repository that merely contains cwd.
+    return {**os.environ, **(env or {}), "GIT_CEILING_DIRECTORIES": str(cwd.resolve().parent)}
+
+
+def _host_runner(cwd: Path) -> Runner:
+    def run(command: str) -> tuple[int, str]:
+        done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, env=_host_env(cwd))
+        return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+    return run
 
 
 def _words(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -146,40 +248,123 @@ def _words(proc: subprocess.CompletedProcess[bytes]) -> str:
 def _check_on_host(patch: str, repo: Path, base: str) -> ApplyCheck:
     if not repo.is_dir():
         raise PatchError(f"{repo} is not a directory")
+    commit = _git(["rev-parse", "--verify", "-q", f"{base}^{{commit}}"], repo)
+    if commit.returncode != 0:
+        raise PatchError(f"cannot read {base} of {repo}: {_words(commit) or 'no such commit'}; is it a git repository?")
     with tempfile.TemporaryDirectory(prefix="cwm-agent-check-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        read = _git(["read-tree", base], repo, env=env)
-        if read.returncode != 0:
-            raise PatchError(f"cannot read {base} of {repo}: {_words(read)}; is it a git repository?")
-        check = _git(["apply", "--cached", "--check", "-"], repo, stdin=_encode(patch), env=env)
-    return ApplyCheck(check.returncode == 0, _words(check))
+        tree = _scratch_clone(repo, commit.stdout.decode().strip(), Path(tmp))
+        return _chain_on_host(patch, tree, Path(tmp))
+
+
+def _scratch_clone(repo: Path, commit: str, tmp: Path) -> Path:
+    """A checkout of `commit` that shares `repo`'s objects (so --3way finds its blobs)."""
+    tree = tmp / "tree"
+    done = _git(["clone", "-q", "--shared", "--no-checkout", str(repo.resolve()), str(tree)], tmp)
+    if done.returncode == 0:
+        done = _git(["checkout", "-q", "--detach", commit], tree)
+    if done.returncode != 0:
+        raise PatchError(f"cannot check out {commit} of {repo} to try the patch: {_words(done)}")
+    return tree
+
+
+def _chain_on_host(patch: str, tree: Path, tmp: Path) -> ApplyCheck:
+    patch_file = tmp / "patch"
+    patch_file.write_bytes(_encode(patch))
+    return apply_chain(_host_runner(tree), shlex.quote(str(patch_file)))
 
 
 def apply_to_repo(patch: str, repo_path: str | Path, check_only: bool = False) -> ApplyCheck:
     """Apply `patch` to the working tree of the host repository at `repo_path` (unstaged).
 
-    It checks first and changes nothing unless the whole patch applies; raises
-    PatchError when it does not. Works on a plain directory too (git apply then
-    acts like `patch -p1`).
+    The official chain decides, in a scratch copy of the tree as the user has it (HEAD
+    plus local changes to tracked files); what the chain made of the copy then goes to
+    the real tree with `git apply`, all or nothing. Raises PatchError, changing nothing,
+    when the chain does not take the patch or local changes (untracked files included)
+    are in the way. Binary files with no data are left out and named in `skipped`.
+    Works on a plain directory too (git apply then acts like `patch -p1`).
     """
     repo = Path(repo_path)
     if not repo.is_dir():
         raise PatchError(f"{repo} is not a directory; pass the root of the repository the patch is for")
     parse_patch(patch)
-    data = _encode(patch)
-    check = _git(["apply", "--check", "-"], repo, stdin=data)
+    kept, skipped = split_dataless_binaries(patch)
+    if not _has_changes(kept):
+        return ApplyCheck(True, "nothing to apply but binary files with no data", None, tuple(skipped))
+    with tempfile.TemporaryDirectory(prefix="cwm-agent-apply-") as tmp_name:
+        tmp = Path(tmp_name)
+        tree = _scratch_of_working_tree(repo, tmp)
+        chain = _chain_on_host(kept, tree, tmp)
+        if not chain.ok:
+            raise PatchError(
+                f"the patch does not apply to {repo}:\n{_tail(chain.output)}\n"
+                "Commit or stash local changes to those files and try again, or apply it by hand "
+                "with `git apply --3way`."
+            )
+        chain = dataclasses.replace(chain, skipped=tuple(skipped))
+        if chain.applied_with == ALREADY_APPLIED:
+            return chain
+        # What the chain made of the files the patch names (ignored ones too; not .orig debris).
+        paths = sorted({_strip_prefix(name) for f in parse_patch(kept) for name in (f.source_file, f.target_file)
+                        if name and name != "/dev/null"})
+        _git(["add", "-A", "-f"], tree)
+        result = _git(["--literal-pathspecs", "diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv",
+                       "HEAD", "--", *paths], tree).stdout
+    if not result.strip():
+        return chain
+    check = _git(["apply", "--check", "-"], repo, stdin=result)
     if check.returncode != 0:
         raise PatchError(
             f"the patch does not apply to {repo}:\n{_words(check)}\n"
-            "Commit or stash local changes to those files and try again, or apply it by hand "
-            "with `git apply --3way`."
+            "Commit or stash local changes (and move untracked files) in those paths and try again."
         )
     if check_only:
-        return ApplyCheck(True, _words(check))
-    applied = _git(["apply", "-"], repo, stdin=data)
+        return chain
+    applied = _git(["apply", "-"], repo, stdin=result)
     if applied.returncode != 0:  # only a race with another writer gets here
         raise PatchError(f"git apply failed in {repo}: {_words(applied)}")
-    return ApplyCheck(True, _words(applied))
+    return chain
+
+
+def _scratch_of_working_tree(repo: Path, tmp: Path) -> Path:
+    """A committed copy of the tree as it is: HEAD plus local changes to tracked files, or,
+    outside git (or before a first commit), a copy of the directory."""
+    head = _git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], repo)
+    inside = _git(["rev-parse", "--show-toplevel"], repo)
+    if head.returncode == 0 and inside.returncode == 0:
+        tree = _scratch_clone(repo, head.stdout.decode().strip(), tmp)
+        local = _git(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--", "."], repo).stdout
+        if local.strip():
+            moved = _git(["apply", "--index", "-"], tree, stdin=local)
+            if moved.returncode != 0:
+                raise PatchError(f"cannot copy the local changes of {repo} to try the patch: {_words(moved)}")
+    else:
+        import shutil
+
+        tree = tmp / "tree"
+        shutil.copytree(repo, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        _git(["init", "-q"], tree)
+        _git(["add", "-A"], tree)
+    # Commit the starting state, so the chain's reset between tries comes back to it.
+    _git(["-c", "user.name=cwm-agent", "-c", "user.email=cwm-agent@localhost", "-c", "commit.gpgsign=false",
+          "commit", "-q", "--allow-empty", "--no-verify", "-m", "working tree"], tree)
+    return tree
+
+
+def _strip_prefix(name: str) -> str:
+    return name.split("/", 1)[1] if name.startswith(("a/", "b/")) else name
+
+
+def _has_changes(patch: str) -> bool:
+    try:
+        parse_patch(patch)
+    except PatchError:
+        return False
+    return True
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    rows = [row for row in text.strip().splitlines() if row.strip()]
+    return "\n".join(rows[-lines:])
 
 
 def _encode(patch: str) -> bytes:
