@@ -40,6 +40,7 @@ _state = {"debug": False}
 GRADE_UNFINISHED_HELP = ("Count an episode that the turn, context or time limit ended by its last submitted patch, "
                          "as harnesses that submit on exit do (mini-swe-agent). Default: such an episode failed, "
                          "whatever it submitted (CWM's rule).")
+TEMPERATURE_HELP = "Sampling temperature of the model's turns (default 1.0, CWM's published setting)."
 IMAGINE_HELP = ("Imagination (CWM servers only): off | log (predict every output, run it anyway, score) | "
                 "lookahead[:K] (K candidate actions, imagine each, let the model pick; K=3) | dream (no sandbox: "
                 "every output imagined).")
@@ -124,6 +125,8 @@ def solve(
     model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
     format: Optional[str] = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm')."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
     image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
     sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (CWM's default 128)."),
@@ -159,6 +162,7 @@ def solve(
     if sandbox not in (None, "auto", "docker", "bwrap"):
         raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, image=image,
+                             temperature=temperature, top_p=top_p,
                              sandbox=sandbox, max_turns=max_turns, command_timeout=command_timeout,
                              memory=memory, wall_time=wall_time, tools="bash-only" if bash_only else None,
                              max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="solve")
@@ -192,6 +196,8 @@ def eval_command(
     model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint."),
     format: Optional[str] = typer.Option(None, "--format", help="cwm | chat."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (default 128)."),
     command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End an episode after this many malformed replies in a row; 0: never, as CWM's evaluation (default 0)."),
@@ -218,6 +224,7 @@ def eval_command(
     if not tasks.exists():
         raise UsageProblem(f"no task set at {tasks}; pass a folder like tasks/ or a .jsonl file")
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
+                             temperature=temperature, top_p=top_p,
                              command_timeout=command_timeout, tools="bash-only" if bash_only else None,
                              max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="eval")
     loaded = load_tasks(tasks)

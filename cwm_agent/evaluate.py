@@ -38,7 +38,7 @@ from cwm_agent.config import Settings
 from cwm_agent.imagine import DreamSandbox, ImagineSpec, merge
 from cwm_agent.imagine import build as build_imagination
 from cwm_agent.tasks import Task
-from cwm_agent.trajectory import Trajectory
+from cwm_agent.trajectory import Trajectory, dumps
 
 
 @dataclass
@@ -134,12 +134,12 @@ class Recorder:
     def record(self, result: AttemptResult) -> None:
         with self.lock:
             with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+                fh.write(dumps(asdict(result)) + "\n")
             if not result.infrastructure:
                 name = "predictions.jsonl" if result.attempt == 1 else f"predictions-{result.attempt}.jsonl"
                 with (self.out / name).open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"instance_id": result.instance_id, "model_patch": result.model_patch,
-                                         "model_name_or_path": self.model_name}, ensure_ascii=False) + "\n")
+                    fh.write(dumps({"instance_id": result.instance_id, "model_patch": result.model_patch,
+                                         "model_name_or_path": self.model_name}) + "\n")
 
 
 class _TaskEvents(Events):

@@ -51,7 +51,8 @@ def connect_model(settings: Settings, console: Console, quiet: bool):
         if not quiet:
             console.print(f"[yellow]{NOTICE}[/]")
     return model_mod.connect(base_url=settings.base_url, model=settings.model, api_key=settings.api_key,
-                             format=settings.format, retries=settings.retries)
+                             format=settings.format, retries=settings.retries, temperature=settings.temperature,
+                             top_p=settings.top_p)
 
 
 def open_sandbox(settings: Settings, repo: Path, run_id: str):
@@ -116,7 +117,7 @@ def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_
         trajectory.finish(patch=patch, patch_applies=applies, workspace_diff=workspace, finished=result.exit.finished,
                           counted=counted, patch_applied_with=check.applied_with if check else None,
                           patch_skipped_binary_files=skipped)
-    outputs["patch"].write_text(patch, encoding="utf-8")
+    outputs["patch"].write_bytes(patch.encode("utf-8", "surrogateescape"))  # the submitted bytes, exactly
     outputs["summary"].write_text(summary_markdown(req, result, applies, skipped=skipped), encoding="utf-8")
     stats = patch_mod.diffstat(patch) if patch and applies is not None else []
     code = exit_code(result, True if dream else applies, grade_unfinished=settings.grade_unfinished)

@@ -51,6 +51,17 @@ def versions() -> dict[str, str]:
     return found
 
 
+def dumps(value: Any, **kw: Any) -> str:
+    """JSON that can be written as UTF-8. A patch's bytes that are not UTF-8 (a Latin-1 file)
+    travel as surrogate escapes; those are written \\u-escaped, so they load back exactly."""
+    text = json.dumps(value, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, **kw)
+    return text
+
+
 class Trajectory:
     def __init__(self, path: Path | None, *, config: dict[str, Any], task: dict[str, Any],
                  model: dict[str, Any] | None = None):
@@ -69,7 +80,7 @@ class Trajectory:
 
     def add(self, step: Step) -> None:
         self.steps.append(step)
-        self._step_json.append(json.dumps(asdict(step), ensure_ascii=False))
+        self._step_json.append(dumps(asdict(step)))
         self.save()
 
     def finish(self, **result: Any) -> None:
@@ -77,8 +88,8 @@ class Trajectory:
         self.save()
 
     def to_json(self) -> str:
-        head = json.dumps(self.header, ensure_ascii=False)[:-1]
-        tail = json.dumps(self.result, ensure_ascii=False)[1:]  # never empty: result always has "exit"
+        head = dumps(self.header)[:-1]
+        tail = dumps(self.result)[1:]  # never empty: result always has "exit"
         return f'{head}, "steps": [{", ".join(self._step_json)}], {tail}'
 
     def save(self) -> None:

@@ -301,3 +301,28 @@ def test_binary_files_without_data_are_named_and_skipped_not_a_failure(tmp_path,
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
                             capture_output=True, text=True, check=True).stdout
     assert status == " M slugkit/core.py\n"
+
+
+def test_a_latin1_patch_is_kept_byte_for_byte_and_sampling_follows_the_flags(tmp_path, sandbox_image):
+    # A file in Latin-1: the model's patch carries a byte that is not UTF-8. CWM's submit reads the
+    # file's bytes (`cat`), so the patch on disk must be those bytes and must still apply.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "menu.txt").write_bytes(b"caf\xe9 au lait\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "b"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    script = [think("Latin-1 edit.", "bash", "printf 'caf\\xe9 noir\\n' > menu.txt && git diff > fix.diff"),
+              think("Submit.", "submit", "$PWD/fix.diff"),
+              "Done.\n</think>\n## Issue Summary\n\nNoir."]
+    with ScriptedServer(script) as server:
+        result = solve(server, tmp_path / "run", "--repo", str(repo), "--issue", "Serve it black.",
+                       "--temperature", "0.3", "--top-p", "0.5")
+    assert result.returncode == 0, result.stderr + result.stdout
+    patch = (tmp_path / "run" / "patch.diff").read_bytes()
+    assert b"-caf\xe9 au lait\n+caf\xe9 noir\n" in patch
+    check = subprocess.run(["git", "apply", "--check", "-"], input=patch, cwd=repo, capture_output=True)
+    assert check.returncode == 0, check.stderr
+    data = trajectory(tmp_path / "run")  # the trajectory still loads, the patch's bytes escaped in it
+    assert data["submission"].encode("utf-8", "surrogateescape") == patch
+    assert (data["config"]["temperature"], data["config"]["top_p"]) == (0.3, 0.5)
+    assert all((body["temperature"], body["top_p"]) == (0.3, 0.5) for _, body in server.generation_requests())
