@@ -271,8 +271,8 @@ class Agent:
     def _settle_at_end(self) -> None:
         """An episode that ended after an observation (interrupted, a time limit, an error): count
         the dialog's text not yet counted (without the generation prompt no reply followed)."""
-        if self.transcript is None or self._counted >= len(self.transcript.text):
-            return
+        if self.transcript is None or not self._pending_bound:  # the last thing was a reply: all counted
+            return  # (an <|eot_id|> closing it belongs to a message that never came, as in CWM)
         try:
             self.tokens_used += self.model.counter.count(self.transcript.text[self._counted:])
         except (TokenizeError, ModelError):  # the server is gone: keep the bound

@@ -62,13 +62,16 @@ FIX = "sed -i 's/a - b/a + b/' app.py && git diff > fix.patch"
 
 def test_at_most_max_turns_minus_one_actions_run_and_the_last_reply_fails(repo, sandbox_image):
     script = [think("Fix.", "bash", FIX), think("Submit.", "submit", "fix.patch"),
-              think("Look again.", "bash", "cat app.py"), think("Again.", "bash", "touch never-ran")]
+              think("Look again.", "bash", "cat app.py"),
+              Reply(think("Again.", "bash", "touch never-ran"), stop_token="<|eom_id|>")]
     agent, result, _ = episode(repo, sandbox_image, script, max_turns=4)
     assert result.exit is Exit.TURN_LIMIT and not result.exit.finished
     assert result.turns == 4 and result.submission is not None  # submitted, and failed all the same
     assert [t for t, _ in budgets(agent)] == [3, 2, 1]  # `Remaining turns: 0` is never shown
     # The fourth reply is in the transcript, and nothing after it: its action never ran.
-    assert agent.transcript.text.endswith("touch never-ran\n</tool><|eot_id|>")
+    assert agent.transcript.text.endswith("touch never-ran\n</tool><|eom_id|><|eot_id|>")
+    # Counted through the last reply's stop token; the <|eot_id|> after it would open the next message.
+    assert agent.tokens_used == count_tokens(agent.transcript.text.removesuffix("<|eot_id|>"))
 
 
 def test_a_summary_in_the_last_reply_fails(repo, sandbox_image):

@@ -242,3 +242,42 @@ def test_tokens_per_second_is_measured(vllm, http):
     seconds = time.monotonic() - began
     assert body["usage"]["completion_tokens"] == 64
     print(f"\nvllm-cpu: 64 tokens in {seconds:.1f} s ({64 / seconds:.1f} tokens/s)")
+
+
+def test_a_multi_turn_episode_counts_exactly_what_the_server_tokenizes(vllm, http, sandbox_image, tmp_path):
+    """Issue 11, item 7: the agent's running count equals /tokenize of the final transcript.
+
+    The embedded model speaks nonsense to CWM's format, so its turns are format errors or cut-off
+    replies: a multi-turn episode all the same (prompt, replies with their stop tokens, user
+    messages, <|eot_id|> appended after a stop token that was not <|eot_id|>)."""
+    import subprocess
+
+    from cwm_agent.agent import Agent, Limits
+    from cwm_agent.protocol import EOT
+    from cwm_agent.sandbox.docker import DockerSandbox
+    from cwm_agent.trajectory import Trajectory
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "b"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    model = connect(base_url=vllm.base_url, format="cwm", temperature=0.0, top_p=1.0)
+    model.stop_token_ids = (single_token(vllm, http, IM_END),)  # CWM's ids are outside this vocabulary
+    trajectory = Trajectory(None, config={}, task={})
+    try:
+        with DockerSandbox(sandbox_image, repo=repo, run_id="test-vllm-count") as sandbox:
+            agent = Agent(model, sandbox, limits=Limits(max_turns=4, turn_tokens=40, max_format_errors=0),
+                          trajectory=trajectory)
+            result = agent.run("Say hello.")
+    finally:
+        model.close()
+    assert result.turns == 4 and result.exit.value == "turn_limit", result.detail
+    stops = [step.stop for step in trajectory.steps]
+    assert set(stops) <= {IM_END, None}, stops  # the model's own stop token, kept; or cut off
+    text = agent.transcript.text
+    assert all(f"{IM_END}{EOT}" in text for stop in stops if stop == IM_END)
+    # The <|eot_id|> that closes a reply whose stop token was another one (or none) belongs to
+    # the next message (dialog.py `transition`); after the last reply nothing followed.
+    counted = text.removesuffix(EOT) if stops[-1] != EOT else text
+    assert agent.tokens_used == len(token_ids(vllm, http, counted))
