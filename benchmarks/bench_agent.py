@@ -23,11 +23,11 @@ import httpx
 
 from cwm_agent import protocol
 from cwm_agent.agent import Agent, Limits
-from cwm_agent.model import connect
+from cwm_agent.models.connect import connect
 from cwm_agent.sandbox.docker import DockerSandbox
-from cwm_agent.tasks import DEMO_TASK, load_tasks
+from cwm_agent.bench.tasks import DEMO_TASK, load_tasks
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.tokens import EstimateCounter
+from cwm_agent.models.tokens import EstimateCounter
 from cwm_agent.trajectory import Trajectory
 
 

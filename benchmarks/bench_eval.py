@@ -15,11 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from cwm_agent import evaluate, protocol
+from cwm_agent import protocol
+
+from cwm_agent.bench import runner as evaluate
 from cwm_agent.config import Settings
-from cwm_agent.model import connect
+from cwm_agent.models.connect import connect
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.tasks import load_tasks
+from cwm_agent.bench.tasks import load_tasks
 from cwm_agent.testing.scripted_server import Reply, ScriptedServer
 
 

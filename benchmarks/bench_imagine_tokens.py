@@ -11,7 +11,7 @@ through the real CLI and a real Docker sandbox, the scripted server playing CWM:
   3, and a selection reply of about 40 tokens (a real CWM would reason longer here: that
   reply is the one number below that depends on the model).
 
-Tokens are counted with cwm_agent.tokens.EstimateCounter (fitted to CWM's Llama-3
+Tokens are counted with cwm_agent.models.tokens.EstimateCounter (fitted to CWM's Llama-3
 vocabulary, about 7% error), not the scripted server's toy tokenizer. "new prompt" is the
 part of a request's prompt that is not a prefix of an earlier request's prompt + reply,
 i.e. what vLLM's prefix cache cannot serve.
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cwm_agent.testing.scripted_server import ScriptedServer  # noqa: E402
-from cwm_agent.tokens import EstimateCounter  # noqa: E402
+from cwm_agent.models.tokens import EstimateCounter  # noqa: E402
 from test_imagine import Router, kind_of  # noqa: E402
 from test_solve_e2e import DEMO_SCRIPT  # noqa: E402
 

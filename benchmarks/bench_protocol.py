@@ -16,7 +16,7 @@ import statistics
 import time
 
 from cwm_agent import protocol
-from cwm_agent.tokens import EstimateCounter
+from cwm_agent.models.tokens import EstimateCounter
 
 REASONING = (
     "The failing test calls parse('') and the traceback ends in tokenizer.py line {n}. "

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from cwm_agent.model import Completion, CWMClient
+from cwm_agent.models.client import Completion, CWMClient
 from cwm_agent.testing.scripted_server import count_tokens
 
 PROMPT = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nthink<|eot_id|>"

@@ -17,7 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from cwm_agent.trace import run_trace
+from cwm_agent.world.trace import run_trace
 
 PROGRAMS: dict[str, tuple[str, str]] = {
     "strawberry": (

@@ -4,11 +4,11 @@
 # against the figures serve.py assumes (GPU_MEMORY_UTILIZATION, OVERHEAD_GIB).
 # Usage: bash benchmarks/gpu_serve_check.sh   (from the repository root)
 set -u
-cli() { PYTHONPATH=. python3 -c 'from cwm_agent.cli import app; app()' "$@"; }
+cli() { PYTHONPATH=. python3 -c 'from cwm_agent.cli.main import app; app()' "$@"; }
 echo "== nvidia-smi"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits
 echo "== detected"
-PYTHONPATH=. python3 -c 'from cwm_agent.serve import detect_gpus; print(detect_gpus())'
+PYTHONPATH=. python3 -c 'from cwm_agent.models.serve import detect_gpus; print(detect_gpus())'
 echo "== serve --dry-run (default model)"
 cli serve --dry-run; echo "exit $?"
 echo "== serve facebook/cwm --dry-run --max-model-len 65536"

@@ -11,19 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from cwm_agent import protocol
 from cwm_agent.config import Settings
-from cwm_agent.model import Completion, ContextLengthExceeded, Model, ModelError
+from cwm_agent.models.client import Completion, ContextLengthExceeded, Model, ModelError
 from cwm_agent.protocol import Action, ActionError, Transcript
 from cwm_agent.sandbox.base import Sandbox, SandboxError
-from cwm_agent.tokens import TokenizeError
+from cwm_agent.models.tokens import TokenizeError
 from cwm_agent.tools import ToolResult, execute
 from cwm_agent.trajectory import Step, Trajectory
 
-if TYPE_CHECKING:
-    from cwm_agent.imagine import Imagination
 
 
 class Exit(str, Enum):
@@ -56,6 +54,15 @@ class Events:
     def on_action(self, step: Step) -> None: ...
     def on_step(self, step: Step) -> None: ...
     def on_end(self, result: EpisodeResult) -> None: ...
+
+
+class Imagination(Protocol):
+    """The hook --imagine plugs in (world/imagine.py): it sees each reply before it runs (lookahead
+    may swap in another), may stand in for the sandbox (dream), and scores what really happened."""
+
+    def choose(self, agent: Agent, step: Step, completion: Completion, max_tokens: int) -> Completion: ...
+    def execute(self, step: Step, action: Action, sandbox: Sandbox) -> ToolResult: ...
+    def observed(self, step: Step) -> None: ...
 
 
 @dataclass
@@ -101,7 +108,7 @@ class Agent:
         self.trajectory = trajectory
         self.events = events or Events()
         self.should_stop = should_stop  # polled between turns: how a batch run stops its workers
-        self.imagination = imagination  # imagine.Imagination: predicts observations (--imagine), else None
+        self.imagination = imagination  # predicts observations (--imagine), else None
         self.transcript: Transcript | None = None
         self.tokens_used = 0  # tokens in the transcript so far, counted piece by piece
         self.submission: str | None = None
@@ -152,7 +159,7 @@ class Agent:
     def _start(self, issue: str) -> None:
         count = self.model.counter.count
         system = protocol.system_prompt(tools=self.tools, reasoning=self.reasoning,
-                                        session_timeout=_seconds(getattr(self.sandbox, "command_timeout", 120)),
+                                        session_timeout=self.sandbox.command_timeout,
                                         context_window=self.limits.context_window,
                                         max_turns=self.limits.max_turns)
         user = protocol.truncate_user_message(protocol.issue_prompt(issue, repo_root=self.sandbox.repo_root), count)
@@ -293,7 +300,3 @@ class Agent:
 def _after_think(text: str) -> str:
     text = text.removesuffix(protocol.EOT)
     return text.split(protocol.THINK_END, 1)[-1].strip()
-
-
-def _seconds(value: Any) -> int:
-    return int(value) if value else 120

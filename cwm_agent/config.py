@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cwm_agent import protocol
+
 
 class ConfigError(ValueError):
     """A configuration file or variable holds something unusable."""
@@ -31,11 +33,11 @@ class Settings:
     memory: str = "4g"
     pids: int = 1024
     cpus: float | None = None
-    command_timeout: float = 120.0
+    command_timeout: float = float(protocol.SESSION_TIMEOUT_SECONDS)
     # episode limits (CWM's training defaults)
-    max_turns: int = 128
-    context_window: int = 131_072
-    turn_tokens: int = 65_536
+    max_turns: int = protocol.MAX_TURNS
+    context_window: int = protocol.CONTEXT_WINDOW
+    turn_tokens: int = protocol.TURN_TOKEN_LIMIT
     wall_time: float | None = None  # seconds; None: no limit
     max_format_errors: int = 5  # malformed replies in a row that end an episode; 0: never (eval's default)
     tools: str = "all"  # "all" | "bash-only"

@@ -287,33 +287,6 @@ FEEDBACK = {
     ),
 }
 
-# The same templates under constant names, for readers who prefer them.
-FORMAT_NO_CALL = FEEDBACK["no_call"]
-FORMAT_MULTIPLE = FEEDBACK["multiple"]
-FORMAT_TAG_MISMATCH = FEEDBACK["tag_mismatch"]
-FORMAT_EMPTY = FEEDBACK["empty"]
-FORMAT_THINK = FEEDBACK["think"]
-NO_SUCH_TOOL = FEEDBACK["no_such_tool"]
-EDIT_SUCCESS = FEEDBACK["edit_success"]
-EDIT_SNIPPET_LINE = FEEDBACK["edit_snippet_line"]
-EDIT_PARSE_ERROR = FEEDBACK["edit_parse_error"]
-EDIT_MULTIPLE_BLOCKS = FEEDBACK["edit_multiple_blocks"]
-EDIT_NO_PATH = FEEDBACK["edit_no_path"]
-EDIT_NOT_FOUND = FEEDBACK["edit_not_found"]
-EDIT_INDENTATION_HINT = FEEDBACK["edit_indentation_hint"]
-EDIT_MULTIPLE_MATCHES = FEEDBACK["edit_multiple_matches"]
-CREATE_SUCCESS = FEEDBACK["create_success"]
-CREATE_EXISTS = FEEDBACK["create_exists"]
-CREATE_EMPTY_PATH = FEEDBACK["create_empty_path"]
-CREATE_NO_PARENT = FEEDBACK["create_no_parent"]
-SUBMIT_SUCCESS = FEEDBACK["submit_success"]
-SUBMIT_UNREADABLE = FEEDBACK["submit_unreadable"]
-SUBMIT_EMPTY = FEEDBACK["submit_empty"]
-SUBMIT_NOT_DIFF = FEEDBACK["submit_not_diff"]
-SESSION_TIMEOUT = FEEDBACK["session_timeout"]
-SESSION_OUTPUT_LIMIT = FEEDBACK["session_output_limit"]
-SESSION_DIED = FEEDBACK["session_died"]
-
 # --- prompts -----------------------------------------------------------------------------
 
 
@@ -379,8 +352,6 @@ def render_action(action: Action) -> str:
 
 class ActionError(Exception):
     """A reply the scaffold rejects. ``feedback`` is the exact line the model gets back."""
-
-    KINDS = ("no_call", "multiple", "tag_mismatch", "empty", "no_such_tool", "think")
 
     def __init__(self, kind: str, feedback: str) -> None:
         super().__init__(feedback)

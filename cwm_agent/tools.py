@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 
@@ -47,15 +46,14 @@ class ToolResult:
     command: CommandResult | None = None  # the last session command this tool ran
 
 
-def execute(action: Action, sandbox: Sandbox, *, tools: Collection[str] = protocol.ALL_TOOLS) -> ToolResult:
+def execute(action: Action, sandbox: Sandbox) -> ToolResult:
     """Run one tool call in the sandbox and return CWM's feedback for it.
 
-    `tools` is the enabled set (protocol.BASH_ONLY_TOOLS for the bash-only
-    variant). parse_action already refuses other names; this guards other callers.
-    Raises SandboxError only when the sandbox itself fails.
+    parse_action has already refused tools the episode does not offer. Raises SandboxError
+    only when the sandbox itself fails.
     """
     runner = _TOOLS.get(action.tool)
-    if runner is None or action.tool not in tools:
+    if runner is None:
         return ToolResult(protocol.FEEDBACK["no_such_tool"].format(tool=action.tool))
     return runner(action.body, sandbox)
 

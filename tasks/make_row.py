@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cwm_agent.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, commit_tree  # noqa: E402
+from cwm_agent.bench.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, commit_tree  # noqa: E402
 
 _RESULT = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+::\S+)", re.MULTILINE)
 

@@ -15,7 +15,7 @@ import pytest
 
 from cwm_agent import protocol
 from cwm_agent.agent import Agent, Exit, Limits
-from cwm_agent.model import connect
+from cwm_agent.models.connect import connect
 from cwm_agent.testing.scripted_server import Reply, ScriptedServer, count_tokens
 
 pytestmark = pytest.mark.docker

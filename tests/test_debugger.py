@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cwm_agent.debugger import DebuggerError, NeuralDebugger, marked_function
-from cwm_agent.model import connect
-from cwm_agent.trace import Frame, render_frame, run_trace, trace_prompt
-from cwm_agent.trace_predict import FramePredictor
+from cwm_agent.cli.debugger import DebuggerError, NeuralDebugger, marked_function
+from cwm_agent.models.connect import connect
+from cwm_agent.world.trace import Frame, render_frame, run_trace, trace_prompt
+from cwm_agent.world.trace_predict import FramePredictor
 from cwm_agent.testing.scripted_server import ScriptedServer
 from trace_oracle import replies
 

@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from cwm_agent import evaluate, protocol
+from cwm_agent import protocol
+
+from cwm_agent.bench import runner as evaluate
 from cwm_agent.config import Settings
-from cwm_agent.model import connect
+from cwm_agent.models.connect import connect
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.tasks import load_tasks
+from cwm_agent.bench.tasks import load_tasks
 from cwm_agent.testing.scripted_server import Failure, ScriptedServer
 
 pytestmark = pytest.mark.docker

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent.generate import (
+from cwm_agent.bench.generate import (
     GenerateError,
     failing_test_source,
     hide_tests,
@@ -22,8 +22,8 @@ from cwm_agent.generate import (
     parse_statuses,
     unified_diff,
 )
-from cwm_agent.mutate import OPERATORS, Mutation, find_mutations, mutant
-from cwm_agent.tasks import load_tasks
+from cwm_agent.bench.mutate import OPERATORS, Mutation, find_mutations, mutant
+from cwm_agent.bench.tasks import load_tasks
 
 # --- mutation operators ----------------------------------------------------------------
 
@@ -457,11 +457,11 @@ def test_generated_task_passes_the_docker_grader(tmp_path, sandbox_image):
     project = make_tiny(tmp_path / "tinycalc")
     folders = generate_tasks(project, tmp_path / "out", count=1, jobs=1, verify="docker")
     assert len(folders) == 1
-    from cwm_agent.grade import grade_task
+    from cwm_agent.bench.grade import grade_task
 
     (task,) = load_tasks(folders[0])
     assert grade_task(task, task.patch).resolved
-    from cwm_agent.generate import NOOP_PATCH
+    from cwm_agent.bench.generate import NOOP_PATCH
 
     result = grade_task(task, NOOP_PATCH)
     assert not result.resolved and result.fail_to_pass.failure == task.FAIL_TO_PASS
@@ -494,7 +494,7 @@ def test_issue_code_of_a_long_test_stops_at_the_failing_line():
 
 
 def test_failure_sections_with_long_names():
-    from cwm_agent.generate import error_excerpt, failure_sections
+    from cwm_agent.bench.generate import error_excerpt, failure_sections
 
     output = textwrap.dedent("""\
         =================================== FAILURES ===================================

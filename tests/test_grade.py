@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent import grade
-from cwm_agent.grade import (
+from cwm_agent.bench import grade
+from cwm_agent.bench.grade import (
     APPLY_COMMANDS,
     END_MARKER,
     START_MARKER,
@@ -30,7 +30,7 @@ from cwm_agent.grade import (
     write_predictions,
 )
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.tasks import Task, TaskError, load_tasks
+from cwm_agent.bench.tasks import Task, TaskError, load_tasks
 
 TASKS = {task.instance_id: task for task in load_tasks(TASKS_DIR)}
 # Two tasks whose gold hunks start with context, so a drifted first line needs fuzz.
@@ -516,7 +516,7 @@ def test_grade_predictions_in_parallel_keeps_the_file_order(no_leftovers, tmp_pa
 
 
 def test_swebench_row_has_what_the_official_harness_reads():
-    from cwm_agent.swebench_export import SWEBENCH_COLUMNS, swebench_row, task_image_name
+    from cwm_agent.bench.swebench_export import SWEBENCH_COLUMNS, swebench_row, task_image_name
 
     task = TASKS["demo-slugify-unicode"]
     row = swebench_row(task, "img:1")
@@ -532,7 +532,7 @@ def test_swebench_row_has_what_the_official_harness_reads():
 @pytest.mark.docker
 def test_exported_row_grades_in_its_own_image(no_leftovers, sandbox_image, tmp_path):
     """A SWE-bench row (image + eval_script, no local source) goes the official way."""
-    from cwm_agent.swebench_export import export_swebench, remove_task_images
+    from cwm_agent.bench.swebench_export import export_swebench, remove_task_images
 
     task = TASKS["logscrub-uppercase-secrets"]
     remove_task_images(no_leftovers, [task.instance_id])  # built afresh here

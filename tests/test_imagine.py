@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from cwm_agent import imagine, protocol
-from cwm_agent.imagine import ImagineSpec, ImaginationError
-from cwm_agent.model import connect
+from cwm_agent import protocol
+
+from cwm_agent.world import imagine
+from cwm_agent.world.imagine import ImagineSpec, ImaginationError
+from cwm_agent.models.connect import connect
 from cwm_agent.sandbox.base import TIMEOUT_FEEDBACK
-from cwm_agent.tasks import DEMO_TASK
+from cwm_agent.bench.tasks import DEMO_TASK
 from cwm_agent.testing.scripted_server import ScriptedServer
 
 CLI = [sys.executable, "-m", "cwm_agent.cli"]

@@ -6,8 +6,9 @@ import socket
 
 import pytest
 
-from cwm_agent import model as m
-from cwm_agent.model import (
+from cwm_agent.models import client as m
+from cwm_agent.models.connect import connect
+from cwm_agent.models.client import (
     ChatClient,
     Completion,
     ContextLengthExceeded,
@@ -20,11 +21,10 @@ from cwm_agent.model import (
     TimedOut,
     Unreachable,
     chat_messages,
-    connect,
 )
 from cwm_agent.protocol import STOP_TOKEN_IDS, Transcript
 from cwm_agent.testing.scripted_server import Failure, Reply, ScriptedServer, StreamFailure, count_tokens
-from cwm_agent.tokens import EstimateCounter, HTTPTokenizeCounter
+from cwm_agent.models.tokens import EstimateCounter, HTTPTokenizeCounter
 
 FAST = {"base_delay": 0.001, "max_delay": 0.01}
 
@@ -351,7 +351,7 @@ def _sse_head(length: int) -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         % length
-    )
+)
 
 
 def test_malformed_responses() -> None:
@@ -513,7 +513,7 @@ def test_connect_rejects_bad_format() -> None:
 
 
 def test_connect_without_base_url_is_the_local_model_lazily() -> None:
-    from cwm_agent.local_model import NOTICE, LocalModel
+    from cwm_agent.models.local import NOTICE, LocalModel
 
     client = connect(base_url=None, model=None, api_key=None, format=None)
     assert isinstance(client, LocalModel) and client.format == "chat" and client.max_context == 8192
@@ -586,8 +586,8 @@ def test_bad_url_scheme_is_rejected_not_retried() -> None:
 
 @pytest.mark.slow
 def test_local_model_really_generates() -> None:
-    from cwm_agent.local_model import LocalModel, find_gguf
-    from cwm_agent.tokens import HFTokenizerCounter
+    from cwm_agent.models.local import LocalModel, find_gguf
+    from cwm_agent.models.tokens import HFTokenizerCounter
 
     assert find_gguf().endswith(".gguf")
     local = LocalModel()
@@ -654,7 +654,7 @@ def test_the_cwm_client_samples_with_the_configured_temperature_and_top_p():
     with ScriptedServer(["a", "b"]) as server:
         with CWMClient(server.base_url, model=server.model_id, temperature=0.2, top_p=0.5) as c:
             c.complete(transcript(), max_tokens=5)
-        with m.connect(base_url=server.base_url, temperature=0.7, top_p=0.8) as c:
+        with connect(base_url=server.base_url, temperature=0.7, top_p=0.8) as c:
             c.complete(transcript(), max_tokens=5)
     first, second = (body for _, body in server.generation_requests())
     assert (first["temperature"], first["top_p"]) == (0.2, 0.5)

@@ -33,7 +33,7 @@ from cwm_agent.protocol import (
     truncate_user_message,
     truncate_result,
 )
-from cwm_agent.tokens import EstimateCounter
+from cwm_agent.models.tokens import EstimateCounter
 
 estimate = EstimateCounter().count
 
@@ -513,13 +513,6 @@ def test_tool_feedback_templates_are_the_spec_strings():
     assert f["session_output_limit"] == (
         "The current session has terminated because your previous command produced too much output." + fresh)
     assert f["session_died"] == "The current session has terminated unexpectedly." + fresh
-
-
-def test_constant_aliases_are_the_feedback_templates():
-    assert protocol.EDIT_SUCCESS is protocol.FEEDBACK["edit_success"]
-    assert protocol.SUBMIT_SUCCESS is protocol.FEEDBACK["submit_success"]
-    assert protocol.SESSION_TIMEOUT is protocol.FEEDBACK["session_timeout"]
-    assert protocol.NO_SUCH_TOOL.format(tool="x") == "NoSuchToolError: Tool 'x' not found."
 
 
 # --- truncation ----------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent import serve
-from cwm_agent.serve import GPU, ServeError, parse_nvidia_smi, plan, vllm_command
+from cwm_agent.models import serve
+from cwm_agent.models.serve import GPU, ServeError, parse_nvidia_smi, plan, vllm_command
 
 H100 = GPU("NVIDIA H100 80GB HBM3", 81559 / 1024)
 A100_80 = GPU("NVIDIA A100-SXM4-80GB", 81920 / 1024)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cwm_agent import protocol
-from cwm_agent.tasks import DEMO_TASK, load_tasks
+from cwm_agent.bench.tasks import DEMO_TASK, load_tasks
 from cwm_agent.paths import TASKS_DIR
 from cwm_agent.testing.scripted_server import Failure, Reply, ScriptedServer
 

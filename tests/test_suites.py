@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent.suites import ContainerRunner, HostRunner
+from cwm_agent.bench.suites import ContainerRunner, HostRunner
 
 SUITE = textwrap.dedent("""
     import os, socket, sys, time

@@ -40,7 +40,7 @@ from test_grade import (
     stale_patch,
 )
 
-from cwm_agent.grade import (
+from cwm_agent.bench.grade import (
     END_MARKER,
     START_MARKER,
     GradeResult,
@@ -52,8 +52,8 @@ from cwm_agent.grade import (
     write_predictions,
 )
 from cwm_agent.paths import PROJECT_ROOT, TASKS_DIR
-from cwm_agent.swebench_export import export_swebench
-from cwm_agent.tasks import Task, load_tasks
+from cwm_agent.bench.swebench_export import export_swebench
+from cwm_agent.bench.tasks import Task, load_tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

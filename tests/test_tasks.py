@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.tasks import DEFAULT_TEST_COMMAND, DEMO_TASK, Task, TaskError, commit_tree, load_tasks
+from cwm_agent.bench.tasks import DEFAULT_TEST_COMMAND, DEMO_TASK, Task, TaskError, commit_tree, load_tasks
 
 BUNDLED = load_tasks(TASKS_DIR)
 BUNDLED_IDS = [task.instance_id for task in BUNDLED]

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cwm_agent.testing.scripted_server import ScriptedServer, count_tokens
-from cwm_agent.tokens import (
+from cwm_agent.models.tokens import (
     EstimateCounter,
     HFTokenizerCounter,
     HTTPTokenizeCounter,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cwm_agent.trace import Frame, halts_within, render_frames, run_trace, trace_prompt
-from cwm_agent.trace_metrics import DECODING_ERROR, Divergence, ParsedTrace, compare, parse_trace
-from cwm_agent.trace_runner import bounded_repr
+from cwm_agent.world.trace import Frame, halts_within, render_frames, run_trace, trace_prompt
+from cwm_agent.world.trace_metrics import DECODING_ERROR, Divergence, ParsedTrace, compare, parse_trace
+from cwm_agent.world.trace_runner import bounded_repr
 
 CALL, LINE, RET, EXC = "<|call_sep|>", "<|line_sep|>", "<|return_sep|>", "<|exception_sep|>"
 ACT, ARG, SEP, END = "<|action_sep|>", "<|arg_sep|>", "<|frame_sep|>", "<|end_of_text|>"

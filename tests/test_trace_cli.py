@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent.model import connect
-from cwm_agent.trace import Frame, render_frame, run_trace
-from cwm_agent.trace_predict import FramePredictor, locate_lines, predict_free
+from cwm_agent.models.connect import connect
+from cwm_agent.world.trace import Frame, render_frame, run_trace
+from cwm_agent.world.trace_predict import FramePredictor, locate_lines, predict_free
 from cwm_agent.testing.scripted_server import ScriptedServer
 from trace_oracle import replies
 

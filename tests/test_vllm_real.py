@@ -19,10 +19,11 @@ import time
 import httpx
 import pytest
 
-from cwm_agent import serve
-from cwm_agent.model import ChatClient, ContextLengthExceeded, CWMClient, ModelError, connect
+from cwm_agent.models import serve
+from cwm_agent.models.client import ChatClient, ContextLengthExceeded, CWMClient, ModelError
+from cwm_agent.models.connect import connect
 from cwm_agent.protocol import Transcript
-from cwm_agent.tokens import HTTPTokenizeCounter
+from cwm_agent.models.tokens import HTTPTokenizeCounter
 
 pytestmark = pytest.mark.slow
 

@@ -108,7 +108,7 @@ def test_sdist_holds_the_data_and_no_links(dists):
     assert not [m.name for m in members if m.issym() or m.islnk()]
     packaged = {n.removeprefix("cwm_agent/") for n in names if n.startswith("cwm_agent/_data/")}
     assert packaged == _checkout_data()
-    assert {"pyproject.toml", "README.md", "tests/conftest.py", "cwm_agent/cli.py"} <= names
+    assert {"pyproject.toml", "README.md", "tests/conftest.py", "cwm_agent/cli/main.py"} <= names
 
 
 def test_wheels_from_the_sdist_and_from_the_tree_hold_the_same_files(dists):

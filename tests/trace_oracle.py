@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cwm_agent.trace import Frame, render_frame
-from cwm_agent.trace_metrics import parse_trace
+from cwm_agent.world.trace import Frame, render_frame
+from cwm_agent.world.trace_metrics import parse_trace
 
 CONTEXT, SEP, RET, END = "<|trace_context_start|>", "<|frame_sep|>", "<|return_sep|>", "<|end_of_text|>"
 

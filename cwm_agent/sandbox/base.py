@@ -14,13 +14,13 @@ from typing import Literal, Protocol, runtime_checkable
 from cwm_agent import protocol
 
 DEFAULT_REPO_ROOT = "/testbed"
-DEFAULT_COMMAND_TIMEOUT = 120.0
+DEFAULT_COMMAND_TIMEOUT = float(protocol.SESSION_TIMEOUT_SECONDS)
 OUTPUT_LIMIT = 480 * 1024  # bytes of merged stdout+stderr per command
 
 # CWM's restart notices live with the other protocol literals.
-TIMEOUT_FEEDBACK = protocol.SESSION_TIMEOUT
-OVERFLOW_FEEDBACK = protocol.SESSION_OUTPUT_LIMIT
-DIED_FEEDBACK = protocol.SESSION_DIED
+TIMEOUT_FEEDBACK = protocol.FEEDBACK["session_timeout"]
+OVERFLOW_FEEDBACK = protocol.FEEDBACK["session_output_limit"]
+DIED_FEEDBACK = protocol.FEEDBACK["session_died"]
 
 Status = Literal["ok", "timeout", "overflow", "died"]
 
@@ -62,7 +62,12 @@ class DockerUnavailable(SandboxError):
 
 @runtime_checkable
 class Sandbox(Protocol):
-    repo_root: str
+    """What the agent, the tools and the front ends may rely on, for every backend."""
+
+    repo_root: str  # where the repository is inside the sandbox (the session starts there)
+    command_timeout: float  # seconds one command may run before the session restarts
+    base_commit: str | None  # the commit the copy starts from (None: no repository, as in a dream)
+    image: str | None  # what the sandbox runs: a Docker image, a bubblewrap root filesystem
 
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
         """Run one command in the persistent session (cwd and environment persist)."""

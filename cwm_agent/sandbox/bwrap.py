@@ -226,6 +226,7 @@ class BwrapSandbox(SessionSandbox):
     ):
         self.bwrap = find_bwrap()
         self.rootfs = _choose_rootfs(image, rootfs)
+        self.image = str(self.rootfs)  # what the sandbox runs: for bubblewrap, a root filesystem
         self.repo = Path(repo).resolve() if repo is not None else None
         self.repo_root = repo_root
         self.memory = parse_size(memory)

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cwm_agent.protocol import CONTEXT_WINDOW
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -195,7 +197,7 @@ class ScriptedServer:
         script: list[Entry],
         *,
         model_id: str = "cwm-scripted",
-        max_model_len: int = 131072,
+        max_model_len: int = CONTEXT_WINDOW,
         port: int = 0,
         chunk_chars: int | None = None,
         api_key: str | None = None,
@@ -599,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--script", required=True, help="JSON list of replies (strings or objects)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--model-id", default="cwm-scripted")
-    parser.add_argument("--max-model-len", type=int, default=131072)
+    parser.add_argument("--max-model-len", type=int, default=CONTEXT_WINDOW)
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args(argv)
     try:

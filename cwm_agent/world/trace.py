@@ -2,11 +2,11 @@
 
 The model is prompted with ``trace_prompt(source, entry)`` and writes frames; this
 module produces the frames the program really goes through, so the two can be put
-side by side (``cwm_agent.trace_metrics`` scores them).
+side by side (``cwm_agent.world.trace_metrics`` scores them).
 
 How a trace is taken (``run_trace``): the file is loaded as a module (its
 ``if __name__ == "__main__"`` block does not run), then the ``call`` expression is
-evaluated under ``sys.settrace`` in a child process (``cwm_agent.trace_runner``)
+evaluated under ``sys.settrace`` in a child process (``cwm_agent.world.trace_runner``)
 whose stdin is /dev/null and whose stdout/stderr go to files, while frames travel
 through a separate file, so a program's prints can never corrupt the trace.
 
@@ -339,7 +339,7 @@ def run_trace(
             p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
         )
         env.update(PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        argv = [python or sys.executable, "-m", "cwm_agent.trace_runner", json.dumps(config)]
+        argv = [python or sys.executable, "-m", "cwm_agent.world.trace_runner", json.dumps(config)]
         killed = False
         with open(out, "wb") as out_file, open(err, "wb") as err_file:
             child = subprocess.Popen(

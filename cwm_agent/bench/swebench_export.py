@@ -15,7 +15,7 @@ input makes a new one. The image's STOPSIGNAL is SIGKILL: the harness starts
 `docker stop --time=15` waits the whole 15 s. The container is thrown away
 either way.
 
-The row's `eval_script` is `cwm_agent.grade.eval_script(task)`, the script our
+The row's `eval_script` is `cwm_agent.bench.grade.eval_script(task)`, the script our
 grader runs, so both harnesses run the same commands.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cwm_agent.grade import EVAL_TYPE, LOG_PARSER, checkout_archive, eval_script
-from cwm_agent.tasks import Task
+from cwm_agent.bench.grade import EVAL_TYPE, LOG_PARSER, checkout_archive, eval_script
+from cwm_agent.bench.tasks import Task
 
 IMAGE_REPOSITORY = "cwm-agent-task"
 IMAGE_LABEL = "cwm-agent"  # value "task-image"; `remove_task_images` finds them by it
@@ -145,7 +145,7 @@ def export_swebench(tasks: Sequence[Task], dest_dir: str | Path, *, client=None,
             image = task.image
         else:
             if client is None:
-                from cwm_agent.grade import _docker_client
+                from cwm_agent.bench.grade import _docker_client
 
                 client = _docker_client()
             image = build_task_image(client, task, base_image)

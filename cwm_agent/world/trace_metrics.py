@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwm_agent.trace import EVENTS, INVALID, START_MARKER, TOKENS, UNCHANGED, Frame
+from cwm_agent.world.trace import EVENTS, INVALID, START_MARKER, TOKENS, UNCHANGED, Frame
 
 DECODING_ERROR = "_DECODING_ERROR_"  # the locals key a malformed locals object is kept under
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

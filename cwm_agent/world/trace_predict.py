@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cwm_agent.config import ConfigError
-from cwm_agent.trace import (
+from cwm_agent.world.trace import (
     FRAME_SAMPLING,
     FRAME_STOP_TOKEN_ID,
     TOKEN_IDS,
@@ -49,7 +49,7 @@ from cwm_agent.trace import (
     render_frame,
     split_lines,
 )
-from cwm_agent.trace_metrics import TraceScore, compare, parse_trace, replay
+from cwm_agent.world.trace_metrics import TraceScore, compare, parse_trace, replay
 
 FRAME_STOP_IDS = (FRAME_STOP_TOKEN_ID, TOKEN_IDS[TOKENS["end"]])
 SEP, END = TOKENS["frame"], TOKENS["end"]

@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cwm_agent.config import ConfigError
-from cwm_agent.trace import (
+from cwm_agent.world.trace import (
     START_MARKER,
     TOKENS,
     UNCHANGED,
@@ -54,8 +54,8 @@ from cwm_agent.trace import (
     split_lines,
     trace_prompt,
 )
-from cwm_agent.trace_metrics import parse_trace, replay
-from cwm_agent.trace_predict import SEP, FramePredictor, locate_lines
+from cwm_agent.world.trace_metrics import parse_trace, replay
+from cwm_agent.world.trace_predict import SEP, FramePredictor, locate_lines
 
 PROMPT = "(cwmdbg) "
 RETURN = TOKENS["return"]

@@ -4,7 +4,7 @@
 
 1. Get the project (a PyPI sdist through pip, a local sdist or a folder) and run
    its test suite twice: the tests that pass both times are the baseline.
-2. List every mutation of its source (`cwm_agent.mutate`), shuffle them with
+2. List every mutation of its source (`cwm_agent.bench.mutate`), shuffle them with
    the seed and order them so that each function, and each kind of bug, gets a
    turn before any gets a second.
 3. For each mutant run the test files (those that name the mutated function
@@ -59,9 +59,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from cwm_agent.mutate import BUG_KINDS, OPERATORS, Mutation, find_mutations, mutant
-from cwm_agent.suites import ContainerRunner, HostRunner, SuiteRun, SuiteRunner, parse_statuses, run_tests
-from cwm_agent.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks, unpack_archive
+from cwm_agent.bench.mutate import BUG_KINDS, OPERATORS, Mutation, find_mutations, mutant
+from cwm_agent.bench.suites import ContainerRunner, HostRunner, SuiteRun, SuiteRunner, parse_statuses, run_tests
+from cwm_agent.bench.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks, unpack_archive
 
 ARCHIVE_NAME = "repo.tar.gz"
 SUMMARY_FILE = "generation.json"  # next to the task folders; load_tasks ignores it
@@ -472,7 +472,7 @@ def write_issue(project: Project, mutation: Mutation, f2p: list[str], output: st
 def local_verify(python: str | None = None, timeout: float = 600.0) -> Verifier:
     """A verifier that grades on this machine: check the task out, apply the test patch and the
     patch, run the task's tests with `python` and judge as SWE-bench does."""
-    from cwm_agent.grade import F2P_OK, P2P_OK  # SWE-bench's passing statuses
+    from cwm_agent.bench.grade import F2P_OK, P2P_OK  # SWE-bench's passing statuses
 
     python = python or sys.executable
 
@@ -493,10 +493,10 @@ def local_verify(python: str | None = None, timeout: float = 600.0) -> Verifier:
 
 
 def docker_verify(timeout: float = 300.0) -> Verifier:
-    """A verifier that uses the project's grader (cwm_agent.grade): a fresh sandbox container per
+    """A verifier that uses the project's grader (cwm_agent.bench.grade): a fresh sandbox container per
     run, as `cwm-agent grade` does. "No fix" is graded as NOOP_PATCH, since the grader counts an
     empty patch unresolved without running anything."""
-    from cwm_agent.grade import grade_task
+    from cwm_agent.bench.grade import grade_task
 
     def verify(task: Task, patch: str) -> bool:
         result = grade_task(task, patch or NOOP_PATCH, timeout=timeout)
@@ -750,7 +750,7 @@ def generate_tasks(
       the suite past 4x the baseline (+5 s) or exhaust the 4 GiB memory limit are dropped.
     max_per_function: tasks per module-level function or class, for variety.
     verify: who checks that the gold patch resolves a task and no fix does not: "docker" (the
-      project's grader, cwm_agent.grade, in the sandbox image), "local" (this machine's
+      project's grader, cwm_agent.bench.grade, in the sandbox image), "local" (this machine's
       `python`), "auto" (docker when the engine and image are there), or a callable
       (task, patch) -> resolved, where patch "" means "no fix".
     python: the interpreter that runs the project's tests, on this host (it needs pytest). Default:
@@ -827,7 +827,7 @@ def _pick_verifier(verify: str | Verifier, python: str, timeout: float) -> Verif
 def _runner(python: str | None, verify: str | Verifier, scratch: str) -> Iterator[SuiteRunner]:
     """Where the suites run: see generate_tasks's `python`."""
     if python is None and verify == "docker":
-        from cwm_agent import grade
+        from cwm_agent.bench import grade
         from cwm_agent.sandbox.image import default_image
 
         runner: SuiteRunner = ContainerRunner(grade._docker_client(), default_image(), Path(scratch))

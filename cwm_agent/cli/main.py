@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cwm_agent import __version__
+from cwm_agent import __version__, protocol
 from cwm_agent.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -88,7 +88,7 @@ def read_issue(issue: str) -> str:
 def resolve_inputs(repo: Optional[Path], issue: Optional[str], task: Optional[str], workdir: Path):
     """Return (repo directory, issue text, label) from --repo/--issue or a bundled --task."""
     if task:
-        from cwm_agent import tasks as tasks_mod
+        from cwm_agent.bench import tasks as tasks_mod
         from cwm_agent.paths import TASKS_DIR
 
         name = tasks_mod.DEMO_TASK if task == "demo" else task
@@ -129,8 +129,8 @@ def solve(
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
     image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
     sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
-    max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (CWM's default 128)."),
-    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit (CWM's default {protocol.MAX_TURNS}; at most this many minus one actions run)."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
     wall_time: Optional[float] = typer.Option(None, "--wall-time", help="Stop after this many seconds (default: no limit)."),
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End the episode after this many malformed replies in a row; 0: never (default 5)."),
@@ -154,8 +154,8 @@ def solve(
 
     Example: `cwm-agent solve --repo ~/src/mylib --issue issue.md --base-url http://gpu-box:8000/v1`
     """
-    from cwm_agent.imagine import ImagineSpec
-    from cwm_agent.solve import SolveRequest, run_solve
+    from cwm_agent.world.imagine import ImagineSpec
+    from cwm_agent.cli.solve import SolveRequest, run_solve
 
     if format not in (None, "cwm", "chat"):
         raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
@@ -198,8 +198,8 @@ def eval_command(
     format: Optional[str] = typer.Option(None, "--format", help="cwm | chat."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
-    max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Turn limit (default 128)."),
-    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help="Seconds per command (default 120)."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit (CWM's default {protocol.MAX_TURNS}; at most this many minus one actions run)."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End an episode after this many malformed replies in a row; 0: never, as CWM's evaluation (default 0)."),
     grade_unfinished: Optional[bool] = typer.Option(None, "--grade-unfinished/--no-grade-unfinished", help=GRADE_UNFINISHED_HELP + " report.json records the rule."),
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
@@ -216,10 +216,10 @@ def eval_command(
 
     Example: `cwm-agent eval tasks/ --workers 2 --base-url http://gpu:8000/v1 --out runs/bundled`
     """
-    from cwm_agent import evaluate
-    from cwm_agent.solve import connect_model
-    from cwm_agent.tasks import load_tasks
-    from cwm_agent.ui import EvalView, report_table
+    from cwm_agent.bench import runner as evaluate
+    from cwm_agent.cli.solve import connect_model
+    from cwm_agent.bench.tasks import load_tasks
+    from cwm_agent.cli.ui import EvalView, report_table
 
     if not tasks.exists():
         raise UsageProblem(f"no task set at {tasks}; pass a folder like tasks/ or a .jsonl file")
@@ -228,7 +228,7 @@ def eval_command(
                              command_timeout=command_timeout, tools="bash-only" if bash_only else None,
                              max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="eval")
     loaded = load_tasks(tasks)
-    from cwm_agent.imagine import ImagineSpec
+    from cwm_agent.world.imagine import ImagineSpec
 
     opts = evaluate.EvalOptions(out=out, workers=workers, attempts=attempts, filter=filter, slice=slice_,
                                 shuffle=shuffle, retry_errors=retry_errors, rerun=rerun, grade=not no_grade,
@@ -251,8 +251,8 @@ def grade(
 
     Example: `cwm-agent grade cwm-runs/eval/predictions.jsonl tasks/`
     """
-    from cwm_agent import grade as grade_mod
-    from cwm_agent.tasks import load_tasks
+    from cwm_agent.bench import grade as grade_mod
+    from cwm_agent.bench.tasks import load_tasks
 
     for path in (predictions, tasks):
         if not path.exists():
@@ -284,7 +284,7 @@ def serve(
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default; 0.0.0.0 to serve a network)."),
     tensor_parallel: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to split the model over (default: as needed)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length (default: 131072 when it fits)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=f"Context length (default: {protocol.CONTEXT_WINDOW} when it fits)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the vLLM command and exit."),
 ) -> None:
     """Start vLLM with the right flags for CWM on this machine's GPUs (or the embedded model on a CPU).
@@ -294,7 +294,7 @@ def serve(
 
     Example: `cwm-agent serve facebook/cwm --port 8000`
     """
-    from cwm_agent.serve import ServeError, serve_main
+    from cwm_agent.models.serve import ServeError, serve_main
 
     try:
         code = serve_main(model, port=port, host=host, tensor_parallel=tensor_parallel,
@@ -323,7 +323,7 @@ def tasks_generate(
 
     Example: `cwm-agent tasks generate pypi:more-itertools==10.5.0 --count 50 --out generated-tasks`
     """
-    from cwm_agent.generate import generate_tasks
+    from cwm_agent.bench.generate import generate_tasks
 
     if verify not in ("auto", "local", "docker"):
         raise UsageProblem(f"--verify must be auto, local or docker, not {verify!r}")
@@ -345,7 +345,7 @@ def show(
     Example: `cwm-agent show cwm-runs/20261125-120000-mylib/`
     """
     from cwm_agent import trajectory as traj_mod
-    from cwm_agent.ui import render_trajectory
+    from cwm_agent.cli.ui import render_trajectory
 
     path = trajectory / "trajectory.json" if trajectory.is_dir() else trajectory
     if not path.is_file():
@@ -361,7 +361,7 @@ def _cwm_model(base_url: Optional[str], model: Optional[str], api_key: Optional[
     """A CWM completions client for traces and the debugger (the embedded model cannot do them)."""
     if not base_url:
         raise UsageProblem(f"{what} needs CWM: pass --base-url of a vLLM serving it, e.g. http://gpu-box:8000/v1")
-    from cwm_agent.model import connect
+    from cwm_agent.models.connect import connect
 
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format)
     return connect(base_url=settings.base_url, model=settings.model, api_key=settings.api_key,
@@ -393,8 +393,9 @@ def trace(
 
     Example: `cwm-agent trace demo.py --call 'f("a")' --predict --base-url http://gpu-box:8000/v1`
     """
-    from cwm_agent import trace_predict, trace_view
-    from cwm_agent.trace import halts_within, run_trace
+    from cwm_agent.world import trace_predict
+    from cwm_agent.cli import trace_view
+    from cwm_agent.world.trace import halts_within, run_trace
 
     if not file.is_file():
         raise UsageProblem(f"no file {file}; pass the Python file whose function to trace")
@@ -446,8 +447,8 @@ def debug_command(
 
     Example: `cwm-agent debug demo.py --call 'f("a")' --base-url http://gpu-box:8000/v1`
     """
-    from cwm_agent.debugger import NeuralDebugger
-    from cwm_agent.trace_predict import FramePredictor
+    from cwm_agent.cli.debugger import NeuralDebugger
+    from cwm_agent.world.trace_predict import FramePredictor
 
     if not file.is_file():
         raise UsageProblem(f"no file {file}; pass the Python file to debug")
@@ -473,7 +474,7 @@ def imagine_report(
 
     Example: `cwm-agent imagine-report cwm-runs/eval/instances/`
     """
-    from cwm_agent import imagine
+    from cwm_agent.world import imagine
 
     try:
         data = imagine.report(trajectories)
@@ -512,7 +513,7 @@ def doctor(
 
     Example: `cwm-agent doctor --base-url http://gpu-box:8000/v1`
     """
-    from cwm_agent.doctor import run_checks
+    from cwm_agent.cli.doctor import run_checks
 
     settings = settings_from(base_url=base_url, model=model, sandbox=sandbox)
     table = Table(title=f"cwm-agent {__version__} doctor", show_lines=False)
@@ -586,13 +587,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
-        from cwm_agent.model import ModelError
+        from cwm_agent.models.client import ModelError
         from cwm_agent.sandbox.patch import PatchError
-        from cwm_agent.tasks import TaskError
+        from cwm_agent.bench.tasks import TaskError
 
-        from cwm_agent.generate import GenerateError
-        from cwm_agent.grade import GradeError
-        from cwm_agent.swebench_export import ExportError
+        from cwm_agent.bench.generate import GenerateError
+        from cwm_agent.bench.grade import GradeError
+        from cwm_agent.bench.swebench_export import ExportError
 
         errors += [ModelError, PatchError, TaskError, GradeError, ExportError, GenerateError]
     except ImportError:

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cwm_agent.trace import UNCHANGED, Frame, TraceResult
+from cwm_agent.world.trace import UNCHANGED, Frame, TraceResult
 
 VALUE_WIDTH = 60
 

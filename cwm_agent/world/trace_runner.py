@@ -1,7 +1,7 @@
 """The in-subprocess half of ``run_trace``: load a file, evaluate a call under
 ``sys.settrace``, write each frame as one JSON line to a channel file.
 
-Run as ``python -m cwm_agent.trace_runner CONFIG_JSON`` (``run_trace`` does it).
+Run as ``python -m cwm_agent.world.trace_runner CONFIG_JSON`` (``run_trace`` does it).
 Channel records: ``[event, lineno, line, locals|null, value|null]`` per frame,
 ``["entry", qualname]`` when the entry starts, ``["end", "return"|"raise", repr]``
 when it exits for good, and a final status object
@@ -27,9 +27,9 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from cwm_agent.trace import REPR_RAISED, TRUNCATED, UNCHANGED, call_entry_name, clean_line, split_lines
+from cwm_agent.world.trace import REPR_RAISED, TRUNCATED, UNCHANGED, call_entry_name, clean_line, split_lines
 
-# Comprehension scopes run as one step of their line (see cwm_agent.trace).
+# Comprehension scopes run as one step of their line (see cwm_agent.world.trace).
 SKIPPED_CODE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _YIELD_OPS = frozenset(dis.opmap[name] for name in ("YIELD_VALUE",) if name in dis.opmap)

@@ -9,7 +9,7 @@ from there. The result is cached: the conversion runs once per machine.
 Runs with the harness's own python (it needs transformers, gguf, accelerate and
 torch: the `local` extra), not inside the vLLM environment.
 
-    python -m cwm_agent.convert [--out DIR] [--force]
+    python -m cwm_agent.models.convert [--out DIR] [--force]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def is_converted(folder: Path) -> bool:
 def _embedded_gguf() -> Path:
     # The other half of the embedded model (finding the file in the wheel)
     # lives in local_model; import late so this module loads without it.
-    from cwm_agent import local_model
+    from cwm_agent.models import local as local_model
 
     try:
         return Path(local_model.find_gguf())

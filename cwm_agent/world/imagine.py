@@ -69,9 +69,9 @@ from typing import TYPE_CHECKING, Any
 
 from cwm_agent import protocol
 from cwm_agent.config import ConfigError
-from cwm_agent.model import Completion, ContextLengthExceeded, ModelError
+from cwm_agent.models.client import Completion, ContextLengthExceeded, ModelError
 from cwm_agent.protocol import Action, ActionError
-from cwm_agent.sandbox.base import DIED_FEEDBACK, OVERFLOW_FEEDBACK, TIMEOUT_FEEDBACK, CommandResult, SandboxError
+from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, DIED_FEEDBACK, OVERFLOW_FEEDBACK, TIMEOUT_FEEDBACK, CommandResult, SandboxError
 from cwm_agent.tools import ToolResult, execute
 
 if TYPE_CHECKING:
@@ -395,7 +395,10 @@ class ImagineSpec:
 class DreamSandbox:
     """Stands where the sandbox would in a dream: it has a repo root and runs nothing."""
 
-    def __init__(self, repo_root: str = "/testbed", command_timeout: float = 120.0) -> None:
+    base_commit = None  # nothing was copied, so there is no commit
+    image = None
+
+    def __init__(self, repo_root: str = DEFAULT_REPO_ROOT, command_timeout: float = DEFAULT_COMMAND_TIMEOUT) -> None:
         self.repo_root, self.command_timeout = repo_root, command_timeout
 
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:

@@ -74,12 +74,13 @@ def check_sandbox_backend(client, settings: Settings) -> Check:
 
 def check_model(settings: Settings) -> Check:
     if settings.base_url:
-        from cwm_agent import model
+        from cwm_agent.models.client import ModelError
+        from cwm_agent.models.connect import connect
 
         try:
-            client = model.connect(base_url=settings.base_url, model=settings.model,
+            client = connect(base_url=settings.base_url, model=settings.model,
                                    api_key=settings.api_key, format=settings.format, retries=0)
-        except model.ModelError as exc:
+        except ModelError as exc:
             return Check("model endpoint", False, f"{settings.base_url}: {exc}",
                          "start the server (cwm-agent serve) or fix --base-url / CWM_AGENT_BASE_URL")
         return Check("model endpoint", True, f"{settings.base_url}: {client.name} ({client.format} format)")
@@ -87,7 +88,7 @@ def check_model(settings: Settings) -> Check:
     if not local.ok:
         return Check("embedded model", False, local.detail, local.fix)
     try:
-        from cwm_agent.local_model import find_gguf
+        from cwm_agent.models.local import find_gguf
 
         return Check("embedded model", True, f"SmolLM2-135M-Instruct at {find_gguf()} (setup check only)")
     except Exception as exc:

@@ -1,7 +1,5 @@
-"""One episode on one repository and issue: model + sandbox + agent, then the outputs on disk.
-
-Shared by `cwm-agent solve` and (later) the GitHub Action; it prints through the console
-it is given and returns the exit code: 0 the episode finished (submitted, then summarised) with a
+"""`cwm-agent solve`: one episode (built by episode.py) on one repository and issue, then the
+outputs on disk. It prints through the console it is given and returns the exit code: 0 the episode finished (submitted, then summarised) with a
 patch that applies, 1 otherwise, 2 infrastructure, 130 interrupted. An episode that a limit ended
 failed, as in CWM's evaluation, whatever it submitted: its last patch is still written to
 patch.diff, but it exits 1 and `--apply` leaves the repository alone, unless `grade_unfinished`
@@ -20,12 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.syntax import Syntax
 
-from cwm_agent import protocol
-from cwm_agent.agent import Agent, EpisodeResult, Events, Exit, Limits
+from cwm_agent import episode
+from cwm_agent.agent import EpisodeResult, Events, Exit
 from cwm_agent.config import Settings
-from cwm_agent.imagine import DreamSandbox, ImagineSpec
-from cwm_agent.imagine import build as build_imagination
-from cwm_agent.trajectory import Trajectory
+from cwm_agent.models.client import Model
+from cwm_agent.world.imagine import ImagineSpec
 
 EXIT_OK, EXIT_NO_PATCH, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -42,25 +39,13 @@ class SolveRequest:
     imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox at all
 
 
-def connect_model(settings: Settings, console: Console, quiet: bool):
-    from cwm_agent import model as model_mod
+def connect_model(settings: Settings, console: Console, quiet: bool) -> Model:
+    """The settings' model; says so when it is the embedded toy."""
+    if not settings.base_url and not quiet:
+        from cwm_agent.models.local import NOTICE
 
-    if not settings.base_url:
-        from cwm_agent.local_model import NOTICE
-
-        if not quiet:
-            console.print(f"[yellow]{NOTICE}[/]")
-    return model_mod.connect(base_url=settings.base_url, model=settings.model, api_key=settings.api_key,
-                             format=settings.format, retries=settings.retries, temperature=settings.temperature,
-                             top_p=settings.top_p)
-
-
-def open_sandbox(settings: Settings, repo: Path, run_id: str):
-    from cwm_agent.sandbox.factory import open_sandbox as factory
-
-    return factory(settings.sandbox, image=settings.image, repo=repo, memory=settings.memory,
-                   pids=settings.pids, cpus=settings.cpus, command_timeout=settings.command_timeout,
-                   run_id=run_id)
+        console.print(f"[yellow]{NOTICE}[/]")
+    return episode.connect_model(settings)
 
 
 def _second_interrupt_forces() -> None:
@@ -80,30 +65,22 @@ def _second_interrupt_forces() -> None:
 def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_out: bool = False,
               verbose: bool = False, events: Events | None = None) -> int:
     from cwm_agent.sandbox import patch as patch_mod
-    from cwm_agent.ui import LiveView, final_panel
+    from cwm_agent.cli.ui import LiveView, final_panel
 
     _second_interrupt_forces()
     settings, run_id = req.settings, uuid.uuid4().hex[:12]
     outputs = {"patch": req.out / "patch.diff", "trajectory": req.out / "trajectory.json",
                "summary": req.out / "summary.md"}
     model = connect_model(settings, console, quiet)
-    imagination = build_imagination(model, req.imagine)  # a chat-format model is refused here
     dream = req.imagine.dream
-    tools = protocol.BASH_ONLY_TOOLS if settings.tools == "bash-only" else protocol.ALL_TOOLS
     if events is None:
         events = Events() if quiet else LiveView(console, verbose=verbose, max_turns=settings.max_turns)
-    sandbox_cm = DreamSandbox(command_timeout=settings.command_timeout) if dream else open_sandbox(settings, req.repo, run_id)
-    with sandbox_cm as sandbox:
-        trajectory = Trajectory(outputs["trajectory"], config=settings.public(),
-                                task={"label": req.label, "repo": str(req.repo), "issue": req.issue,
-                                      "run_id": run_id, "base_commit": getattr(sandbox, "base_commit", None),
-                                      "image": getattr(sandbox, "image", None)},
-                                model={"name": model.name, "format": model.format, "max_context": model.max_context})
-        if imagination:
-            trajectory.header["imagination"] = req.imagine.describe()
-        agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools,
-                      reasoning=settings.reasoning, trajectory=trajectory, events=events, imagination=imagination)
+    with episode.open_episode(model, settings, repo=req.repo, run_id=run_id, trajectory_path=outputs["trajectory"],
+                              task={"label": req.label, "repo": str(req.repo), "issue": req.issue},
+                              imagine=req.imagine, events=events) as ep:
+        sandbox, trajectory, agent = ep.sandbox, ep.trajectory, ep.agent
         result = agent.run(req.issue)
+        imagination = agent.imagination
         patch = result.submission or ""
         # A dream's patch was never applied anywhere: whether it applies is unknown (None).
         check = None if dream or not patch else _check(patch_mod, patch, sandbox)

@@ -16,11 +16,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from cwm_agent.model import Completion, ContextLengthExceeded, Format, ModelError, OnText, chat_messages
+from cwm_agent.models.client import Completion, ContextLengthExceeded, Format, ModelError, OnText, chat_messages
 
 if TYPE_CHECKING:
     from cwm_agent.protocol import Transcript
-    from cwm_agent.tokens import TokenCounter
+    from cwm_agent.models.tokens import TokenCounter
 
 NOTICE = (
     "Using the embedded SmolLM2-135M model: it only checks that the setup works; "
@@ -123,7 +123,7 @@ class LocalModel:
     @property
     def counter(self) -> TokenCounter:
         if self._counter is None:
-            from cwm_agent.tokens import HFTokenizerCounter
+            from cwm_agent.models.tokens import HFTokenizerCounter
 
             tokenizer, _ = load(self.gguf_path)
             self._counter = HFTokenizerCounter(tokenizer)

@@ -32,13 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cwm_agent import protocol
-from cwm_agent.agent import Agent, Events, Exit, Limits
+from cwm_agent.agent import Events, Exit
 from cwm_agent.config import Settings
-from cwm_agent.imagine import DreamSandbox, ImagineSpec, merge
-from cwm_agent.imagine import build as build_imagination
-from cwm_agent.tasks import Task
-from cwm_agent.trajectory import Trajectory, dumps
+from cwm_agent.episode import open_episode
+from cwm_agent.bench.tasks import Task
+from cwm_agent.trajectory import dumps
+from cwm_agent.world.imagine import ImagineSpec, merge
+from cwm_agent.world.imagine import build as build_imagination
 
 
 @dataclass
@@ -70,7 +70,7 @@ class AttemptResult:
     tokens: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
-    imagination: dict[str, Any] | None = None  # imagine.Imagination.summary() when --imagine was on
+    imagination: dict[str, Any] | None = None  # world.imagine.Imagination.summary() when --imagine was on
     finished: bool | None = None  # submitted, then summarised (Exit.finished); None: a row from before the rule
     grade_unfinished: bool = False  # the rule this attempt was scored under
 
@@ -153,33 +153,22 @@ class _TaskEvents(Events):
 def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
                 on_turn: Callable[[int], None], should_stop: Callable[[], bool], grade: bool,
                 imagine: ImagineSpec | None = None) -> AttemptResult:
-    from cwm_agent.solve import open_sandbox
-
     folder = out / "instances" / task.instance_id / f"attempt-{attempt}"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    tools = protocol.BASH_ONLY_TOOLS if settings.tools == "bash-only" else protocol.ALL_TOOLS
     imagine = imagine or ImagineSpec()
-    imagination = build_imagination(model, imagine)
     with tempfile.TemporaryDirectory(prefix="cwm-eval-") as tmp:
         repo = None
         if not task.image and not imagine.dream:
             repo = Path(tmp) / "repo"
             task.checkout(repo)
-        task_settings = Settings(**{**asdict(settings), "image": task.image or settings.image})
-        sandbox_cm = (DreamSandbox(command_timeout=settings.command_timeout) if imagine.dream
-                      else open_sandbox(task_settings, repo, f"eval-{task.instance_id}-{attempt}"))
-        with sandbox_cm as sandbox:
-            trajectory = Trajectory(folder / "trajectory.json", config=settings.public(),
-                                    task={"label": task.instance_id, "attempt": attempt, "issue": task.problem_statement,
-                                          "base_commit": task.base_commit, "image": task.image},
-                                    model={"name": model.name, "format": model.format})
-            if imagination:
-                trajectory.header["imagination"] = imagine.describe()
-            agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools,
-                          reasoning=settings.reasoning, trajectory=trajectory,
-                          events=_TaskEvents(on_turn), should_stop=should_stop, imagination=imagination)
-            episode = agent.run(task.problem_statement)
+        with open_episode(model, settings, repo=repo, run_id=f"eval-{task.instance_id}-{attempt}",
+                          trajectory_path=folder / "trajectory.json", image=task.image,
+                          task={"label": task.instance_id, "attempt": attempt, "issue": task.problem_statement,
+                                "base_commit": task.base_commit, "image": task.image},
+                          imagine=imagine, events=_TaskEvents(on_turn), should_stop=should_stop) as ep:
+            episode = ep.agent.run(task.problem_statement)
+            imagination = ep.agent.imagination
     patch = episode.submission or ""
     resolved = status = None
     warnings: list[str] = []
@@ -189,7 +178,7 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     if scored and not counted:  # failed whatever it submitted: not graded, counted unresolved
         resolved, status = False, "unfinished"
     elif grade and scored and not imagine.dream:
-        from cwm_agent.grade import grade_task
+        from cwm_agent.bench.grade import grade_task
 
         verdict = grade_task(task, patch)
         resolved, status, warnings = verdict.resolved, verdict.status, list(verdict.warnings)

@@ -54,7 +54,7 @@ from cwm_agent.sandbox.base import DockerUnavailable, SandboxError
 from cwm_agent.sandbox.docker import container_labels, exec_with_deadline
 # The official patch chain lives with the patches, so solve's check and --apply run it too.
 from cwm_agent.sandbox.patch import APPLY_COMMANDS, apply_chain, dataless_binary_files  # noqa: F401 (re-exported)
-from cwm_agent.tasks import Task, TaskError, load_tasks, patched_files
+from cwm_agent.bench.tasks import Task, TaskError, load_tasks, patched_files
 
 START_MARKER = ">>>>> Start Test Output"
 END_MARKER = ">>>>> End Test Output"
