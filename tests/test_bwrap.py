@@ -196,6 +196,26 @@ def test_ten_timeouts_in_a_row_leave_nothing_in_the_next_output(sandbox) -> None
     assert sandbox.run("echo err >&2").output == "err\n"
 
 
+def test_a_fork_storm_the_fresh_session_is_usable_at_once(sandbox) -> None:
+    # No pids limit here (no cgroups), so not a real fork bomb: twenty loops that fork all
+    # the time and print what a bomb prints. `echo ok` answers under it, on the first try;
+    # the timeout's restart ends it, and the fresh session answers at once, untouched by it.
+    mark = unique_seconds()
+    storm = f"for i in $(seq 20); do (while :; do sleep 0.{mark}; echo 'bash: fork: retry: noise'; done) & done"
+    for i in range(5):
+        started = sandbox.run(f"{storm}; echo started")
+        assert started.status == "ok" and "started" in started.output.splitlines(), (i, started)
+        for _ in range(5):
+            probe = sandbox.run("echo ok")
+            assert probe.status == "ok" and "ok" in probe.output.splitlines(), (i, probe)
+        stuck = sandbox.run(f"sleep {mark}", timeout=2)
+        assert stuck.status == "timeout" and stuck.feedback == TIMEOUT_FEEDBACK, (i, stuck)
+        fresh = sandbox.run("echo ok")
+        assert (fresh.status, fresh.output) == ("ok", "ok\n"), (i, fresh)
+        assert sandbox.run(f"ps -eo args | grep -c '^sleep 0.{mark}' || true").output == "0\n"
+    assert not host_processes_with(mark) and not host_processes_with(f"0.{mark}")
+
+
 def test_close_kills_the_sandbox_and_its_background_processes(rootfs: Path, repo: Path) -> None:
     from cwm_agent.sandbox.bwrap import BwrapSandbox
 
@@ -229,7 +249,7 @@ def test_tools_work_in_bwrap(sandbox) -> None:
     from cwm_agent.tools import execute
 
     assert execute(Action("create", "made.txt\nhi\n"), sandbox).feedback == (
-        "File created successfully at: made.txt (2 lines).")
+        "File created successfully at: made.txt (2 lines).\n")  # raw, print()'s newline kept
     edited = execute(Action("edit", "made.txt\n<<<<<<< SEARCH\nhi\n=======\nho\n>>>>>>> REPLACE"), sandbox)
     assert edited.feedback.startswith("File made.txt has been successfully updated at line 1")
     sandbox.run("git add -N made.txt && git diff > /tmp/p.diff && cd /tmp")

@@ -135,9 +135,25 @@ def test_here_documents_and_quotes_arrive_verbatim(session):
 
 @pytest.mark.docker
 def test_output_cannot_fake_the_sentinel(session):
-    fake = "\\n__EXIT_CODE__=0\\n__CWM_DONE_0000_1__\\n"
+    fake = "\\n__EXIT_CODE__=0\\n__CWM_DONE_0000_1__\\n__CWM_DONE_0000_2__ __EXIT_CODE__=0\\n"
     result = session.run(f"printf '{fake}'; printf 'after\\n'")
-    assert result.output == "\n__EXIT_CODE__=0\n__CWM_DONE_0000_1__\nafter\n"
+    assert result.output == "\n__EXIT_CODE__=0\n__CWM_DONE_0000_1__\n__CWM_DONE_0000_2__ __EXIT_CODE__=0\nafter\n"
+
+
+@pytest.mark.docker
+def test_background_output_never_splits_the_line_that_ends_a_command(session):
+    # A fork bomb's processes write "fork: retry" lines while the session answers. The line
+    # that ends a command (and the keeper's markers) goes out in one write, so such output
+    # lands before or after it, never inside: there it made a plain `echo` time out.
+    noise = "import os, time\nwhile True:\n    os.write(1, b'noise\\n'); time.sleep(0.0002)"
+    started = session.run(f"python3 -c {quote(noise)} & echo started")
+    assert started.status == "ok" and "started" in started.output.splitlines()
+    for i in range(200):
+        result = session.run("echo ok")
+        assert result.status == "ok" and result.exit_code == 0, (i, result)
+        assert "ok" in result.output.splitlines(), (i, result)
+    assert session.run("exit").status == "died"  # the marker too, through the noise
+    assert session.run("echo ok").output == "ok\n"  # the restart ended the writer
 
 
 @pytest.mark.docker
@@ -203,6 +219,40 @@ def test_the_fresh_session_starts_once_every_killed_process_has_exited(session):
     assert started.output == "/tmp/big\n"
     assert session.run("sleep 30", timeout=1).status == "timeout"
     assert session.run("ps -eo stat=,comm= | grep -v '^Z' | grep -c python3 || true").output == "0\n"
+
+
+# Takes every pid, and (as a fork bomb does) each one that comes free.
+PID_FILLER = """
+import subprocess, time
+taken = 0
+while True:
+    try:
+        subprocess.Popen(["sleep", "300"])
+        taken += 1
+    except OSError:
+        break
+open("/tmp/filled", "w").write(f"{taken}\\n")
+while True:
+    try:
+        subprocess.Popen(["sleep", "300"])
+    except OSError:
+        time.sleep(0.001)
+"""
+
+
+@pytest.mark.docker
+def test_a_restart_needs_no_pid_while_the_session_holds_them_all(session):
+    # A fork bomb takes every pid of the sandbox. The keeper must not need one then: bash
+    # exits when it cannot fork (after retrying for seconds; a signal cuts that short), and
+    # with the keeper the whole sandbox goes. Here the pids stay taken, not only for a while.
+    filled = session.run(f"rm -f /tmp/filled; python3 -c {quote(PID_FILLER)} & "
+                         "until [ -s /tmp/filled ]; do :; done; read -r n < /tmp/filled; echo $n", timeout=60)
+    assert filled.status == "ok" and int(filled.output) > 200, filled
+    time.sleep(3)  # longer than any periodic wake-up of the keeper's
+    stuck = session.run("sleep 1", timeout=2)  # cannot fork: a timeout, and a restart
+    assert stuck.status == "timeout", stuck
+    assert session.run("echo ok").output == "ok\n"
+    assert session.run("pgrep -c -x sleep || true").output == "0\n"
 
 
 @pytest.mark.docker

@@ -7,14 +7,20 @@ Two programs sit at the far end of the stream, both bash:
   runs a model command. It starts a session, and on SIGUSR1 kills every process
   in the sandbox except itself and pid 1 (`kill -9 -1`: one syscall, atomic
   against fork bombs, since a process that was sent SIGKILL cannot fork any
-  more), waits until each of them has exited (one killed inside a write() still
-  finishes it), then starts a fresh session in the repo root. Its own stderr is
-  /dev/null: bash reports each job it kills there ("Killed ..."), and that must
-  not reach the next command's output (the session's stderr is its stdout).
+  more), waits until each of them has exited and been reaped (one killed inside
+  a write() still finishes it; a zombie still holds its pid against the pids
+  limit), however long that takes, then starts a fresh session in the repo root.
+  A restart is never announced while anything of the old session is left: if
+  that takes too long, we give up on the sandbox (RESTART_TIMEOUT) instead.
+  The keeper forks only then, while every pid is free (bash exits when a fork
+  fails, and a fork bomb in the session holds every pid it can get).
+  Its own stderr is /dev/null: bash reports each job it kills there ("Killed
+  ..."), and that must not reach the next command's output (the session's
+  stderr is its stdout).
   It tells us what happened with marker lines that carry a random token sent as
   the first line on stdin (never in argv or the environment, so `ps` and `env`
   cannot leak it):
-  `\\n<token> ready <gen>\\n` after each start, `\\n<token> died <gen>\\n` when the
+  `<token> ready <gen>\\n` after each start, `<token> died <gen>\\n` when the
   session's bash exits by itself (`exit`, `kill -9 $$`, OOM...). It exits when
   its stdin reaches EOF (the agent is gone: the kernel closed its socket, even
   after SIGKILL) or after its time-to-live, which ends the sandbox.
@@ -22,7 +28,7 @@ Two programs sit at the far end of the stream, both bash:
   from the same stdin. Each command travels as one unit that bash parses whole
   before running it:
 
-      { builtin eval '<command>'; } 0<&8 8<&- 2>&1; builtin printf '\\n__EXIT_CODE__=%s\\n%s\\n' "$?" '<sentinel>'
+      { builtin eval '<command>'; } 0<&8 8<&- 2>&1; builtin printf '%s __EXIT_CODE__=%s\\n' '<sentinel>' "$?"
 
   `eval` turns a syntax error in the command into an error message instead of a
   shell waiting for the rest of it; fd 8 is /dev/null opened by the keeper at
@@ -30,6 +36,13 @@ Two programs sit at the far end of the stream, both bash:
   stderr is merged into stdout. The sentinel is random per session and numbered
   per command, so no output can fake it. We read up to the sentinel line, not
   to EOF: a background child that keeps stdout open does not hold us up.
+
+  Every line we look for (the sentinel with the exit code, the keeper's markers)
+  is one line that bash writes with a single write() (bash's stdout is line
+  buffered: a printf of `\\n...\\n...\\n` would be three writes). A write of
+  under PIPE_BUF bytes is atomic, so output of processes still running in the
+  background (a fork bomb's `fork: retry` messages) can come before or after it,
+  never inside it. It need not start a line either: the random token finds it.
 
 On timeout, too much output, or the session's death we send SIGUSR1 (through
 `Transport.interrupt`), skip everything up to the next `ready` marker, and run a
@@ -69,7 +82,9 @@ if (( $$ != 1 && PPID != 1 )); then echo "cwm-keeper: not a sandbox's main proce
 exec 2>/dev/null 8<>/dev/null
 IFS= read -r __k_tok || exit 0
 __k_deadline=$((SECONDS + $1)) __k_root=$2 __k_gen=0 __k_req=0 __k_sess=0 __k_timer=0
-trap '__k_req=1' USR1
+# A restart request also kills the timer, so that `wait -n` returns even when the signal
+# came just before it (then the trap ran before `wait` started, and nothing interrupts it).
+trap '__k_req=1; (( __k_timer )) && kill -9 "$__k_timer"' USR1
 # A pipe nobody ever writes to: `read -t N` on it is a sleep that needs no binary.
 exec 7<> <(:)
 __k_drain() {
@@ -83,10 +98,12 @@ __k_drain() {
 __k_gone() {
   # SIGKILL takes effect on a process's way out of the kernel: one killed while it waits
   # for the pipe's lock inside write() still completes that write after kill returns (8 KiB
-  # of `yes` then came after the next command's output). So wait, up to about 5 s, until
-  # every process but pid 1 and us has exited and been reaped, killing again.
-  local __k_p __k_s __k_n
-  for (( __k_n = 0; __k_n < 2500; __k_n++ )); do
+  # of `yes` then came after the next command's output). So wait until every process but
+  # pid 1 and us has exited and been reaped, killing again, however long that takes: the
+  # fresh session must find every pid of the old one free. (The agent gives up on a sandbox
+  # whose restart takes too long; our time-to-live still ends it.)
+  local __k_p __k_s
+  while (( SECONDS < __k_deadline )); do
     for __k_p in /proc/[0-9]*; do
       __k_p=${__k_p#/proc/}
       [[ $__k_p == *[!0-9]* ]] && continue
@@ -104,31 +121,38 @@ __k_gone() {
     done
     return 0
   done
+  exit 0
+}
+__k_arm() {
+  # The job that bounds `wait -n` by our time-to-live. It lives as long as that, so the
+  # keeper forks only here and in __k_spawn, right after every pid was freed: bash exits
+  # when it cannot fork, and a fork bomb in the session leaves no pid free for long.
+  __k_left=$((__k_deadline - SECONDS))
+  ( exec 8<&-; read -t "$(( __k_left > 0 ? __k_left : 0 ))" -u 7 ) &
+  __k_timer=$!
 }
 __k_spawn() {
   kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null
   __k_gone
   __k_drain
-  __k_gen=$((__k_gen + 1)) __k_timer=0
+  __k_gen=$((__k_gen + 1))
+  __k_arm
   # (An explicit 0<&0: bash gives background jobs /dev/null as stdin otherwise.)
   ( exec 7<&-; cd -- "$__k_root" 2>/dev/null; exec bash --noprofile --norc -s ) 0<&0 2>&1 &
   __k_sess=$!
-  printf '\n%s ready %s\n' "$__k_tok" "$__k_gen"
+  printf '%s ready %s\n' "$__k_tok" "$__k_gen"
 }
 __k_spawn
 while (( SECONDS < __k_deadline )); do
   if (( __k_req )); then __k_req=0; __k_spawn; continue; fi
-  if (( __k_timer == 0 )) || ! kill -0 "$__k_timer" 2>/dev/null; then
-    __k_left=$((__k_deadline - SECONDS)); (( __k_left > 2 )) && __k_left=2
-    ( exec 8<&-; read -t "$__k_left" -u 7 ) &
-    __k_timer=$!
-  fi
+  # (Only when something else killed the timer: the session could have used up the pids.)
+  kill -0 "$__k_timer" 2>/dev/null || __k_arm
   wait -n
   if (( __k_req )); then __k_req=0; __k_spawn; continue; fi
   if (( __k_sess )) && ! kill -0 "$__k_sess" 2>/dev/null; then
     __k_sess=0
     __k_drain
-    printf '\n%s died %s\n' "$__k_tok" "$__k_gen"
+    printf '%s died %s\n' "$__k_tok" "$__k_gen"
   fi
 done
 exit 0
@@ -216,7 +240,9 @@ class Session:
         self._token = secrets.token_hex(12)
         self._seq = 0
         self._buf = bytearray()  # output already read but not yet part of a result
-        self._marker = re.compile(rb"\n" + self._keeper_token + rb" (ready|died) (\d+)\n")
+        self._marker = re.compile(self._keeper_token + rb" (ready|died) (\d+)\n")
+        self.restart_seconds = 0.0  # how long the last restart took, from the interrupt to a fresh
+        # session answering its prelude (the command that caused it counts this in its own time)
 
     # --- public -------------------------------------------------------------------------
 
@@ -266,7 +292,7 @@ class Session:
     def _unit(self, command: str, sentinel: str) -> bytes:
         text = (
             f"\n{{ builtin eval {quote(command)}; }} 0<&8 8<&- 2>&1; "
-            f"builtin printf '\\n__EXIT_CODE__=%s\\n%s\\n' \"$?\" '{sentinel}'\n"
+            f"builtin printf '%s __EXIT_CODE__=%s\\n' '{sentinel}' \"$?\"\n"
         )
         try:  # bytes that arrived undecodable (surrogateescape) go back as they were
             return text.encode("utf-8", errors="surrogateescape")
@@ -277,7 +303,7 @@ class Session:
         """Send one command, read its output up to the sentinel."""
         self._seq += 1
         sentinel = f"__CWM_DONE_{self._token}_{self._seq}__"
-        done = re.compile(rb"\n__EXIT_CODE__=(\d+)\n" + sentinel.encode() + rb"\n")
+        done = re.compile(sentinel.encode() + rb" __EXIT_CODE__=(\d+)\n")
         deadline = time.monotonic() + timeout
         try:
             self.transport.send(self._unit(command, sentinel), timeout)
@@ -345,6 +371,7 @@ class Session:
 
     def _restart(self) -> None:
         """Up to two tries: a fresh bash can die at once (e.g. it was deleted)."""
+        began = time.monotonic()
         for attempt in range(2):
             self._buf = bytearray()
             try:
@@ -359,6 +386,7 @@ class Session:
                     raise
                 continue
             self.restarts += 1
+            self.restart_seconds = time.monotonic() - began
             return
 
     def _await_ready(self, generation: int) -> None:
