@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cwm_agent.paths import SCRIPTS_DIR
+
 CLI = [sys.executable, "-m", "cwm_agent.cli"]
 COMMANDS = ["solve", "show", "doctor", "sandbox", "cleanup"]
 
@@ -89,7 +91,7 @@ def test_doctor_names_the_fix_when_docker_is_down(tmp_path):
     env = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock", "COLUMNS": "250"}
     out = run("doctor", env=env)
     assert out.returncode == 1
-    assert "bash scripts/install-docker.sh" in out.stdout
+    assert f"bash {SCRIPTS_DIR / 'install-docker.sh'}" in out.stdout  # the script that ships with the package
 
 
 @pytest.mark.docker

