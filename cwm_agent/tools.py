@@ -39,6 +39,19 @@ MISSING_MARKER = "__CWM_AGENT_HELPER_MISSING__"
 PYTHON = '"${CWM_AGENT_PYTHON:-python3}"'
 
 
+# What the model reads after its session was killed and restarted (CWM's remote/session.py).
+RESTART_FEEDBACK = {
+    "timeout": protocol.FEEDBACK["session_timeout"],
+    "overflow": protocol.FEEDBACK["session_output_limit"],
+    "died": protocol.FEEDBACK["session_died"],
+}
+
+
+def command_feedback(result: CommandResult) -> str:
+    """What the model sees of one command: its output (stdout and stderr merged), or the restart notice."""
+    return result.output if result.ok else RESTART_FEEDBACK[result.status]
+
+
 @dataclass
 class ToolResult:
     feedback: str  # the exact text that goes inside <output>
@@ -60,7 +73,7 @@ def execute(action: Action, sandbox: Sandbox) -> ToolResult:
 
 def _bash(body: str, sandbox: Sandbox) -> ToolResult:
     result = sandbox.run(body)
-    return ToolResult(result.feedback, command=result)
+    return ToolResult(command_feedback(result), command=result)
 
 
 # --- edit / create -------------------------------------------------------------------------
@@ -95,7 +108,7 @@ def install_helpers(sandbox: Sandbox) -> str:
     if result.status != "ok" or result.exit_code != 0:
         raise SandboxError(
             f"could not install the edit/create helpers into {helper_dir()} in the sandbox "
-            f"({result.feedback.strip()[:300] or 'exit code ' + str(result.exit_code)}); the sandbox "
+            f"({result.brief()[:300]}); the sandbox "
             "needs bash, base64 and a writable /tmp. Run with --bash-only to do without them."
         )
     return helper_dir()
@@ -115,7 +128,7 @@ def _plugin(name: str, body: str, sandbox: Sandbox) -> ToolResult:
         install_helpers(sandbox)
         result = sandbox.run(_plugin_command(name, body))
     if result.status != "ok":
-        return ToolResult(result.feedback, command=result)
+        return ToolResult(command_feedback(result), command=result)
     if result.exit_code == 127 and result.output.rstrip().endswith("not found"):
         raise SandboxError(
             f"the {name} tool needs python3 (3.5 or later) in the sandbox and found none "

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from cwm_agent.protocol import Action
-from cwm_agent.sandbox.base import TIMEOUT_FEEDBACK, SandboxError
+from cwm_agent.sandbox.base import SandboxError
+from cwm_agent.tools import RESTART_FEEDBACK, command_feedback
+
+TIMEOUT_FEEDBACK = RESTART_FEEDBACK["timeout"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -182,7 +185,7 @@ def test_timeout_kills_everything_and_restarts_the_session(sandbox) -> None:
     mark = unique_seconds()  # a sleep no other test run on this host has
     sandbox.run("cd /tmp && export MARK=1")
     result = sandbox.run(f"(sleep {mark} &) ; sleep {mark}1", timeout=1)
-    assert result.status == "timeout" and result.feedback == TIMEOUT_FEEDBACK and result.output == ""
+    assert result.status == "timeout" and command_feedback(result) == TIMEOUT_FEEDBACK and result.output == ""
     after = sandbox.run(f"pwd; echo ${{MARK:-unset}}; ps -eo args | grep -c '^sleep {mark}' || true")
     # Exactly what the command prints: no job notice of the keeper's ahead of it.
     assert after.output == "/testbed\nunset\n0\n"
@@ -209,7 +212,7 @@ def test_a_fork_storm_the_fresh_session_is_usable_at_once(sandbox) -> None:
             probe = sandbox.run("echo ok")
             assert probe.status == "ok" and "ok" in probe.output.splitlines(), (i, probe)
         stuck = sandbox.run(f"sleep {mark}", timeout=2)
-        assert stuck.status == "timeout" and stuck.feedback == TIMEOUT_FEEDBACK, (i, stuck)
+        assert stuck.status == "timeout" and command_feedback(stuck) == TIMEOUT_FEEDBACK, (i, stuck)
         fresh = sandbox.run("echo ok")
         assert (fresh.status, fresh.output) == ("ok", "ok\n"), (i, fresh)
         assert sandbox.run(f"ps -eo args | grep -c '^sleep 0.{mark}' || true").output == "0\n"

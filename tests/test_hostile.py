@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from cwm_agent.paths import PROJECT_ROOT
-from cwm_agent.sandbox.base import DIED_FEEDBACK, OVERFLOW_FEEDBACK, TIMEOUT_FEEDBACK
+from cwm_agent.tools import RESTART_FEEDBACK, command_feedback
 from cwm_agent.sandbox.docker import LABEL, DockerSandbox
 
 pytestmark = pytest.mark.docker
 
+TIMEOUT_FEEDBACK, OVERFLOW_FEEDBACK, DIED_FEEDBACK = (RESTART_FEEDBACK[k] for k in ("timeout", "overflow", "died"))
 TIMEOUT = 3  # seconds per command: short, to keep the suite fast
 
 
@@ -68,19 +69,19 @@ def healthy(box: DockerSandbox, *, restarted: bool = False) -> None:
 
 def test_endless_loop_times_out(sandbox):
     result = sandbox.run("cd /tmp; while :; do :; done")
-    assert result.status == "timeout" and result.feedback == TIMEOUT_FEEDBACK
+    assert result.status == "timeout" and command_feedback(result) == TIMEOUT_FEEDBACK
     healthy(sandbox, restarted=True)
 
 
 def test_yes_overflows(sandbox):
     result = sandbox.run("cd /; yes")
-    assert result.status == "overflow" and result.feedback == OVERFLOW_FEEDBACK
+    assert result.status == "overflow" and command_feedback(result) == OVERFLOW_FEEDBACK
     healthy(sandbox, restarted=True)
 
 
 def test_one_10_mb_line_overflows(sandbox):
     result = sandbox.run("cd /; head -c 10000000 /dev/zero | tr '\\0' x")
-    assert result.status == "overflow" and result.feedback == OVERFLOW_FEEDBACK
+    assert result.status == "overflow" and command_feedback(result) == OVERFLOW_FEEDBACK
     healthy(sandbox, restarted=True)
 
 
@@ -94,7 +95,7 @@ def test_background_child_holding_stdout(sandbox):
 def test_the_shell_dying(sandbox, command):
     sandbox.run("cd /tmp")
     result = sandbox.run(command)
-    assert result.status == "died" and result.feedback == DIED_FEEDBACK
+    assert result.status == "died" and command_feedback(result) == DIED_FEEDBACK
     healthy(sandbox, restarted=True)
 
 
@@ -163,7 +164,7 @@ def test_fork_bombs_the_fresh_session_is_usable_at_once(sandbox):
             assert probe.status == "ok" and "ok" in probe.output.splitlines(), (i, probe)
         # A command that needs a fork (or sleeps) times out; the restart ends the bomb.
         stuck = sandbox.run("sleep 60")
-        assert stuck.status == "timeout" and stuck.feedback == TIMEOUT_FEEDBACK, (i, stuck)
+        assert stuck.status == "timeout" and command_feedback(stuck) == TIMEOUT_FEEDBACK, (i, stuck)
         # Restarted in place: the keeper survived the bomb (a sandbox rebuilt from the starting
         # state would answer too, but the model's work would be lost).
         assert sandbox.rebuilds == rebuilds, (i, "the sandbox was rebuilt")

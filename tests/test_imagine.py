@@ -22,7 +22,9 @@ from cwm_agent import protocol
 from cwm_agent.world import imagine
 from cwm_agent.world.imagine import ImagineSpec, ImaginationError
 from cwm_agent.models.connect import connect
-from cwm_agent.sandbox.base import TIMEOUT_FEEDBACK
+from cwm_agent.tools import RESTART_FEEDBACK
+
+TIMEOUT_FEEDBACK = RESTART_FEEDBACK["timeout"]
 from cwm_agent.bench.tasks import DEMO_TASK
 from cwm_agent.testing.scripted_server import ScriptedServer
 

@@ -12,13 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cwm_agent.sandbox.base import (
-    DIED_FEEDBACK,
-    OUTPUT_LIMIT,
-    OVERFLOW_FEEDBACK,
-    TIMEOUT_FEEDBACK,
-    CommandResult,
-)
+from cwm_agent.sandbox.base import OUTPUT_LIMIT, CommandResult
+from cwm_agent.tools import command_feedback
 from cwm_agent.sandbox.session import KEEPER_NAME, PipeTransport, Session, keeper_argv, quote
 
 # --- pure -------------------------------------------------------------------------------------
@@ -31,18 +26,16 @@ SPEC_DIED = ("The current session has terminated unexpectedly. A fresh session h
              "current working directory reset to default.")
 
 
-def test_feedback_strings_are_the_spec_text():
-    assert TIMEOUT_FEEDBACK == SPEC_TIMEOUT
-    assert OVERFLOW_FEEDBACK == SPEC_OVERFLOW
-    assert DIED_FEEDBACK == SPEC_DIED
+def test_the_output_cap_is_cwms():
     assert OUTPUT_LIMIT == 480 * 1024
 
 
-def test_feedback_is_the_output_when_ok_else_the_restart_notice():
-    assert CommandResult("out\n", 0, "ok", 0.1).feedback == "out\n"
-    assert CommandResult("", None, "timeout", 1).feedback == SPEC_TIMEOUT
-    assert CommandResult("", None, "overflow", 1).feedback == SPEC_OVERFLOW
-    assert CommandResult("", None, "died", 1).feedback == SPEC_DIED
+def test_the_model_reads_the_output_when_ok_else_the_spec_restart_notice():
+    # The restart notices belong to the tools: the sandbox only says what became of the session.
+    assert command_feedback(CommandResult("out\n", 0, "ok", 0.1)) == "out\n"
+    assert command_feedback(CommandResult("", None, "timeout", 1)) == SPEC_TIMEOUT
+    assert command_feedback(CommandResult("", None, "overflow", 1)) == SPEC_OVERFLOW
+    assert command_feedback(CommandResult("", None, "died", 1)) == SPEC_DIED
 
 
 def test_keeper_argv_passes_ttl_and_root_as_arguments():
@@ -169,7 +162,7 @@ def test_output_limit_is_480_kib_exactly(session):
     assert fits.status == "ok" and len(fits.output) == OUTPUT_LIMIT
     before = session.generation
     over = session.run(f"cd /; head -c {OUTPUT_LIMIT + 1} /dev/zero | tr '\\0' a")
-    assert over.status == "overflow" and over.output == "" and over.feedback == SPEC_OVERFLOW
+    assert over.status == "overflow" and over.output == "" and command_feedback(over) == SPEC_OVERFLOW
     assert session.generation > before
     assert session.run("pwd").output == "/testbed\n"
 
@@ -179,7 +172,7 @@ def test_timeout_kills_and_restarts_in_the_repo_root(session):
     assert session.run("cd /tmp; export LEFTOVER=1").ok
     result = session.run("sleep 30", timeout=1)
     assert result.status == "timeout" and result.exit_code is None
-    assert result.feedback == SPEC_TIMEOUT
+    assert command_feedback(result) == SPEC_TIMEOUT
     after = session.run('pwd; echo "[${LEFTOVER-}]"; pgrep -x sleep || echo no-sleep')
     assert after.output == "/testbed\n[]\nno-sleep\n"
 
@@ -260,7 +253,7 @@ def test_a_restart_needs_no_pid_while_the_session_holds_them_all(session):
 def test_death_of_the_shell_is_reported_and_recovered(session, command):
     assert session.run("cd /tmp").ok
     result = session.run(command)
-    assert result.status == "died" and result.feedback == SPEC_DIED
+    assert result.status == "died" and command_feedback(result) == SPEC_DIED
     assert session.run("pwd").output == "/testbed\n"
 
 

@@ -1,7 +1,8 @@
 """What every sandbox offers the agent: run a command, diff the repository, close.
 
-The feedback strings are CWM's training-time texts (cwm-interface.md, section 7),
-byte for byte: the model was trained to react to exactly these.
+A sandbox reports what happened to a command (its output, or that the session timed out,
+overflowed or died and was restarted); what the model reads of it is the tools' business
+(tools.py holds CWM's restart notices).
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ DEFAULT_REPO_ROOT = "/testbed"
 DEFAULT_COMMAND_TIMEOUT = float(protocol.SESSION_TIMEOUT_SECONDS)
 OUTPUT_LIMIT = 480 * 1024  # bytes of merged stdout+stderr per command
 
-# CWM's restart notices live with the other protocol literals.
-TIMEOUT_FEEDBACK = protocol.FEEDBACK["session_timeout"]
-OVERFLOW_FEEDBACK = protocol.FEEDBACK["session_output_limit"]
-DIED_FEEDBACK = protocol.FEEDBACK["session_died"]
-
 Status = Literal["ok", "timeout", "overflow", "died"]
-
-_FEEDBACK: dict[str, str] = {
-    "timeout": TIMEOUT_FEEDBACK,
-    "overflow": OVERFLOW_FEEDBACK,
-    "died": DIED_FEEDBACK,
-}
 
 
 @dataclass
@@ -43,13 +33,12 @@ class CommandResult:
     seconds: float
 
     @property
-    def feedback(self) -> str:
-        """What the model sees: the output, or the spec's restart notice."""
-        return self.output if self.status == "ok" else _FEEDBACK[self.status]
-
-    @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def brief(self) -> str:
+        """For error messages: the output, or what became of the session."""
+        return self.output.strip() or f"status {self.status}, exit code {self.exit_code}"
 
 
 class SandboxError(Exception):

@@ -365,7 +365,7 @@ class DockerSandbox(SessionSandbox):
         found = re.search(r"^BASE=([0-9a-f]{40,64})$", result.output, re.M)
         if result.status != "ok" or result.exit_code != 0 or not found:
             raise SandboxError(f"the sandbox start-up (git setup in {self.repo_root}) failed: "
-                               f"{result.feedback.strip()[-800:]}")
+                               f"{result.brief()[-800:]}")
         self.base_commit = found.group(1)
         timings["set up"] = time.monotonic() - began
 

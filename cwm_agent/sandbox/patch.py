@@ -204,7 +204,7 @@ def _check_in_sandbox(patch: str, sandbox: Sandbox, base: str) -> ApplyCheck:
         "echo \"$tmp\" )"
     )
     if made.status != "ok":
-        return ApplyCheck(False, f"the check itself failed in the sandbox: {made.feedback}")
+        return ApplyCheck(False, f"the check itself failed in the sandbox: {made.brief()}")
     if made.exit_code != 0:
         return ApplyCheck(False, f"the check could not check out the base commit {base}: {made.output.strip()}")
     tmp = made.output.strip().splitlines()[-1]
@@ -213,7 +213,7 @@ def _check_in_sandbox(patch: str, sandbox: Sandbox, base: str) -> ApplyCheck:
     def run(command: str) -> tuple[int, str]:
         done = sandbox.run(f"( unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE; cd {tree} && {command} ) 2>&1")
         if done.status != "ok":
-            raise PatchError(f"the check itself failed in the sandbox: {done.feedback}")
+            raise PatchError(f"the check itself failed in the sandbox: {done.brief()}")
         return (done.exit_code if done.exit_code is not None else 1), done.output
 
     try:

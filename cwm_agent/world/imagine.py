@@ -71,8 +71,8 @@ from cwm_agent import protocol
 from cwm_agent.config import ConfigError
 from cwm_agent.models.client import Completion, ContextLengthExceeded, ModelError
 from cwm_agent.protocol import Action, ActionError
-from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, DIED_FEEDBACK, OVERFLOW_FEEDBACK, TIMEOUT_FEEDBACK, CommandResult, SandboxError
-from cwm_agent.tools import ToolResult, execute
+from cwm_agent.sandbox.base import DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPO_ROOT, CommandResult, SandboxError
+from cwm_agent.tools import RESTART_FEEDBACK, ToolResult, execute
 
 if TYPE_CHECKING:
     from cwm_agent.agent import Agent
@@ -138,7 +138,8 @@ ERROR_PATTERN = re.compile(
     ),
     re.MULTILINE,
 )
-SESSION_NOTICES = {TIMEOUT_FEEDBACK: "timeout", OVERFLOW_FEEDBACK: "terminated", DIED_FEEDBACK: "terminated"}
+SESSION_NOTICES = {RESTART_FEEDBACK["timeout"]: "timeout", RESTART_FEEDBACK["overflow"]: "terminated",
+                   RESTART_FEEDBACK["died"]: "terminated"}
 SIMILARITY_LINE_CAP = 4000  # lines per side fed to difflib (quadratic in the worst case)
 
 KINDS = ("ls/cat/grep", "tests", "python", "git", "other", "edit/create/submit")
