@@ -1,9 +1,11 @@
 """One settings object. Precedence: defaults < the command's own defaults (COMMAND_DEFAULTS)
-< ~/.config/cwm-agent/config.toml < ./cwm-agent.toml < CWM_AGENT_* environment < command-line flags."""
+< ~/.config/cwm-agent/config.toml < ./cwm-agent.toml < a command's config file (`eval --config
+evals/NAME.toml`) < CWM_AGENT_* environment < command-line flags."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -63,24 +65,51 @@ PROJECT_CONFIG = Path("cwm-agent.toml")
 ENV_PREFIX = "CWM_AGENT_"
 
 
-def _coerce(name: str, value: Any, origin: str) -> Any:
-    if name not in _FIELDS:
-        raise ConfigError(f"{origin}: unknown setting {name!r}; known: {', '.join(sorted(_FIELDS))}")
-    kind = str(_FIELDS[name].type)
-    if value is None or not isinstance(value, str) or kind.startswith("str"):
+# Settings whose value is one of a few words (None: unset is allowed too).
+_CHOICES: dict[str, tuple[Any, ...]] = {"format": (None, "cwm", "chat"), "tools": ("all", "bash-only"),
+                                        "sandbox": ("auto", "docker", "bwrap")}
+
+
+def _coerce(name: str, value: Any, origin: str, kinds: dict[str, str] | None = None) -> Any:
+    """`value` as the type of setting `name` (or of `kinds[name]`, a command's own keys): text from
+    the environment is parsed, a file's typed value is checked; a mismatch names `origin`."""
+    kind = kinds[name] if kinds and name in kinds else None
+    if kind is None:
+        if name not in _FIELDS:
+            raise ConfigError(f"{origin}: unknown setting {name!r}; known: {', '.join(sorted(_FIELDS))}")
+        kind = str(_FIELDS[name].type)
+    base = kind.split(" ")[0]  # "float | None" -> "float"
+    value = _typed(name, value, base, origin)
+    if name in _CHOICES and not (kinds and name in kinds) and value not in _CHOICES[name]:
+        words = ", ".join(str(c) for c in _CHOICES[name] if c is not None)
+        words = " or ".join(words.rsplit(", ", 1))
+        raise ConfigError(f"{origin}: {name} must be {words}, got {value!r}")
+    return value
+
+
+def _typed(name: str, value: Any, base: str, origin: str) -> Any:
+    if value is None:
         return value
     try:
-        if kind.startswith("bool"):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("1", "true", "yes")
-        if kind.startswith("int"):
-            return int(value)
-        if kind.startswith("float"):
+        if isinstance(value, str) and base != "str":  # environment variables are text
+            if base == "bool":
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            if base == "int":
+                return int(value)
+            if base == "float":
+                return float(value)
+        elif base == "bool" and isinstance(value, bool) or base == "str" and isinstance(value, str):
+            return value
+        elif base == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        elif base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        raise ValueError(value)
     except ValueError:
-        raise ConfigError(f"{origin}: {name} must be {kind.split(' ')[0]}, got {value!r}") from None
-    return value
+        shown = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(base, base)
+        raise ConfigError(f"{origin}: {name} must be {shown}, got {value!r}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -91,6 +120,46 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigError(f"{path}: {exc}; fix or remove the file") from None
     return {key.replace("-", "_"): _coerce(key.replace("-", "_"), val, str(path)) for key, val in data.items()}
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A command's configuration file (`cwm-agent eval --config evals/NAME.toml`): flat keys, each a
+    Settings field or one of the command's own keys. load_settings layers `settings` above
+    ./cwm-agent.toml and below the environment; the command reads `options` itself."""
+
+    path: Path
+    sha256: str  # of the file's bytes, as read
+    settings: dict[str, Any]
+    options: dict[str, Any]
+
+
+def read_config_file(path: Path, own_keys: dict[str, str]) -> ConfigFile:
+    """Read and check a config file. `own_keys`: the command's keys and their types ("int",
+    "str", "bool", "float"); any other key must be a Settings field."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}; pass an existing "
+                          "file, e.g. --config evals/bundled.toml") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    settings, options = {}, {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS and name not in own_keys:
+            raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(sorted(own_keys))} "
+                              f"and the settings {', '.join(sorted(_FIELDS))}")
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: {key} must be a single value, not a "
+                              f"{'table' if isinstance(value, dict) else 'list'} (the keys are flat)")
+        if name in own_keys:
+            options[name] = _coerce(name, value, str(path), own_keys)
+        else:
+            settings[name] = _coerce(name, value, str(path))
+    return ConfigFile(path, hashlib.sha256(raw).hexdigest(), settings, options)
 
 
 def _read_env(environ: dict[str, str]) -> dict[str, Any]:
@@ -105,12 +174,16 @@ def _read_env(environ: dict[str, str]) -> dict[str, Any]:
 
 def load_settings(flags: dict[str, Any] | None = None, *, command: str | None = None,
                   environ: dict[str, str] | None = None,
-                  user_config: Path = USER_CONFIG, project_config: Path = PROJECT_CONFIG) -> Settings:
+                  user_config: Path = USER_CONFIG, project_config: Path = PROJECT_CONFIG,
+                  config_file: ConfigFile | None = None) -> Settings:
     """Merge every layer; flags left at None do not override lower layers. `command`
-    ("eval", "solve", ...) picks that command's defaults from COMMAND_DEFAULTS."""
+    ("eval", "solve", ...) picks that command's defaults from COMMAND_DEFAULTS; `config_file`
+    (read_config_file) lies above ./cwm-agent.toml and below the environment."""
     merged: dict[str, Any] = dict(COMMAND_DEFAULTS.get(command or "", {}))
     merged.update(_read_toml(user_config))
     merged.update(_read_toml(project_config))
+    if config_file is not None:
+        merged.update(config_file.settings)
     merged.update(_read_env(dict(os.environ) if environ is None else environ))
-    merged.update({k: _coerce(k, v, "flag") for k, v in (flags or {}).items() if v is not None})
+    merged.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in (flags or {}).items() if v is not None})
     return Settings(**merged)

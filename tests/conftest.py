@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from _ci import unavailable  # IN_CI and what it decides: tests/_ci.py
 
 
 def _docker_client():
@@ -22,10 +20,7 @@ def docker_client():
     try:
         client = _docker_client()
     except Exception as exc:  # the engine is absent or not running
-        message = f"Docker engine unavailable ({exc}); run scripts/install-docker.sh"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Docker engine unavailable ({exc}); run scripts/install-docker.sh")
     yield client
     client.close()
 

@@ -14,9 +14,9 @@ from cwm_agent.protocol import Action
 from cwm_agent.sandbox.base import SandboxError
 from cwm_agent.tools import RESTART_FEEDBACK, command_feedback
 
-TIMEOUT_FEEDBACK = RESTART_FEEDBACK["timeout"]
+from _ci import unavailable
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TIMEOUT_FEEDBACK = RESTART_FEEDBACK["timeout"]
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +28,7 @@ def rootfs() -> Path:
         bwrap.find_bwrap()
         return bwrap.build_rootfs()
     except bwrap.BwrapUnavailable as exc:
-        if IN_CI:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
 
 
 def git(repo: Path, *args: str) -> str:

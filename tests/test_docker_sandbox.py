@@ -23,6 +23,7 @@ from cwm_agent.sandbox.docker import (
     OWNER_LABEL,
     DockerSandbox,
     cleanup_orphans,
+    container_args,
     docker_client,
     engine_answers,
 )
@@ -185,6 +186,84 @@ def test_container_limits_and_labels(docker_client, sandbox_image):
     with pytest.raises(SandboxError):
         sandbox.run("true")
     sandbox.close()  # twice is fine
+
+
+class _Recording:
+    """A docker-py client that keeps what the engine says of every container it creates."""
+
+    def __init__(self, client):
+        self._client, self.created = client, []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    @property
+    def containers(self):
+        recording = self
+
+        class Containers:
+            def __getattr__(self, name):
+                return getattr(recording._client.containers, name)
+
+            def create(self, *args, **kw):
+                container = recording._client.containers.create(*args, **kw)
+                recording.created.append(container.attrs)
+                return container
+        return Containers()
+
+
+def test_the_sandbox_grader_and_suite_runner_start_containers_through_container_args(
+        docker_client, sandbox_image, tmp_path, monkeypatch):
+    """One place decides the safety arguments of every container: each of the three calls
+    container_args, and the engine shows its choices (no network, docker-init, no new
+    privileges, memory without swap, a pids cap, our labels) on each container."""
+    import cwm_agent.bench.grade as grade_mod
+    import cwm_agent.sandbox.docker as docker_mod
+    from cwm_agent.bench.suites import ContainerRunner
+    from cwm_agent.bench.tasks import load_tasks
+    from cwm_agent.paths import TASKS_DIR
+
+    calls = []
+
+    def spy(run_id, ttl, **kw):
+        calls.append(run_id)
+        return container_args(run_id, ttl, **kw)
+
+    monkeypatch.setattr(docker_mod, "container_args", spy)
+    monkeypatch.setattr(grade_mod, "container_args", spy)
+    seen = {}
+    with DockerSandbox(sandbox_image, run_id="args-sandbox", client=docker_client) as sandbox:
+        seen["sandbox"] = docker_client.api.inspect_container(sandbox.container_id)
+    runner = ContainerRunner(docker_client, sandbox_image, tmp_path)
+    try:
+        runner.container.reload()
+        seen["suites"] = runner.container.attrs
+    finally:
+        runner.close()
+    task = next(t for t in load_tasks(TASKS_DIR) if t.instance_id == "demo-slugify-unicode")
+    recording = _Recording(docker_client)
+    assert grade_mod.grade_task(task, task.patch, client=recording).resolved
+    seen["grader"], = recording.created
+    calls = [c for c in calls if c != "stage-cleanup"]  # a copy's clean-up, where only the container's root can
+    assert len(calls) == 3 and calls[0] == "args-sandbox" and calls[1].startswith("suites-") and calls[2] == "grade"
+    for who, attrs in seen.items():
+        host, labels = attrs["HostConfig"], attrs["Config"]["Labels"]
+        assert host["NetworkMode"] == "none", who
+        assert host["Init"] is True and host["SecurityOpt"] == ["no-new-privileges"], who
+        assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"] and host["PidsLimit"] > 0, who
+        assert labels[OWNER_LABEL].split(":")[1] == str(os.getpid()) and int(labels[EXPIRES_LABEL]) > time.time(), who
+    assert [seen[w]["Config"]["Labels"][LABEL] for w in ("sandbox", "grader")] == ["args-sandbox", "grade"]
+    assert seen["sandbox"]["HostConfig"]["AutoRemove"] is True and seen["sandbox"]["HostConfig"]["CapDrop"] == ["MKNOD"]
+    assert seen["grader"]["Config"]["Labels"]["cwm-agent.instance"] == task.instance_id
+
+
+@pytest.mark.parametrize("own", ["network_mode", "network", "privileged", "cap_add", "ports", "security_opt", "init"])
+def test_container_args_keeps_every_container_off_the_network_and_unprivileged(own):
+    with pytest.raises(ValueError, match="for every container"):
+        container_args("r", 60, **{own: "host"})
+    args = container_args("r", 60, memory="1g", pids=10, user="0")
+    assert (args["network_mode"], args["init"], args["mem_limit"], args["memswap_limit"], args["user"]) == \
+        ("none", True, "1g", "1g", "0")
 
 
 def test_a_plain_directory_gets_a_fresh_repository(docker_client, sandbox_image, tmp_path):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _leftovers import Leftovers
 
 from cwm_agent.bench import grade
 from cwm_agent.bench.grade import (
@@ -276,6 +277,31 @@ def test_eval_script_removes_files_the_test_patch_creates():
     assert "-- tests/test_slugify.py\n" in script
 
 
+def test_eval_script_resets_and_removes_test_files_with_spaced_and_quoted_names(tmp_path):
+    """Real git output: a spaced name comes as it is, a non-ASCII one quoted with C escapes;
+    the script names both as the files they are."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run = lambda *args: subprocess.run(["git", "-c", "core.quotePath=true", *args], cwd=repo,  # noqa: E731
+                                       capture_output=True, text=True, check=True).stdout
+    run("init", "-q")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test old one.py").write_text("x = 1\n")
+    run("add", "-A")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "base")
+    (repo / "tests" / "test old one.py").write_text("x = 2\n")
+    (repo / "tests" / "test_caf\u00e9.py").write_text("y = 1\n")
+    run("add", "-A")
+    test_patch = run("diff", "--cached")
+    assert 'diff --git "a/tests/test_caf\\303\\251.py" "b/tests/test_caf\\303\\251.py"' in test_patch
+    base = TASKS["demo-slugify-unicode"]
+    task = Task(base.instance_id, base.repo, base.base_commit, "issue", test_patch=test_patch)
+    assert task.test_files == ["tests/test old one.py", "tests/test_caf\u00e9.py"]
+    script = eval_script(task)
+    assert f"git checkout {base.base_commit} -- 'tests/test old one.py'\n" in script
+    assert "rm -f -- 'tests/test_caf\u00e9.py'\n" in script
+
+
 def test_eval_script_refuses_a_multiline_test_command():
     base = TASKS["demo-slugify-unicode"]
     task = Task(base.instance_id, base.repo, base.base_commit, "issue", test_patch=base.test_patch,
@@ -373,18 +399,16 @@ def test_report_counts_and_rows():
 
 def grading_containers(client) -> list:
     """The grading containers of this test process (other processes may be grading too)."""
-    from cwm_agent.sandbox import docker as sandbox_docker
+    from cwm_agent.sandbox.docker import our_containers
 
-    labels = [f"{grade.CONTAINER_LABEL}=grade", f"{sandbox_docker.OWNER_LABEL}={sandbox_docker._owner()}"]
-    return client.containers.list(all=True, filters={"label": labels})
+    return our_containers(client, "grade", mine=True)
 
 
 @pytest.fixture
 def no_leftovers(docker_client, sandbox_image):
-    before = {c.id for c in grading_containers(docker_client)}
+    leftovers = Leftovers(docker_client, "grade")
     yield docker_client
-    left = [c.name for c in grading_containers(docker_client) if c.id not in before]
-    assert left == [], f"grading left containers behind: {left}"
+    assert leftovers.describe() == [], "grading left containers behind"
 
 
 @pytest.mark.docker

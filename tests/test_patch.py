@@ -13,11 +13,15 @@ from cwm_agent.sandbox.patch import (
     FileStat,
     PatchError,
     apply_to_repo,
+    changed_files,
     check_applies,
     dataless_binary_files,
     diffstat,
     diffstat_summary,
+    git_unquote,
     parse_patch,
+    patched_files,
+    path_in_repo,
     split_dataless_binaries,
     summarize,
 )
@@ -330,3 +334,105 @@ def test_check_in_a_docker_sandbox_runs_the_chain_on_a_clone_of_the_base(docker_
         assert box.run("pwd; cd /testbed && git status --porcelain && ls -a").output == (
             "/tmp\nM  a.txt\n.\n..\n.git\na.txt\nblob.bin\ngone.txt\n")
         assert box.run("ls /tmp | sort").output == before
+
+
+# --- file names as git writes them: spaced (as they are) and quoted (C escapes) --------------
+
+CAFE = "caf\u00e9.txt"  # git's default core.quotePath writes it "a/caf\303\251.txt"
+ODD_BASE = {"my dir/my file.txt": "one\ntwo\n", CAFE: "x\n", 'say "hi".txt': "q\n",
+            "tab\there.txt": "t\n", "gone file.txt": "bye\n", "old name.txt": "moved\n"}
+
+
+def odd_names_repo(path: Path) -> Path:
+    path.mkdir()
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    git(path, "config", "core.quotePath", "true")  # git's default, whatever the host's config says
+    for name, text in ODD_BASE.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    (path / "pic ture.bin").write_bytes(BINARY_OLD)
+    (path / "caf\u00e9.bin").write_bytes(BINARY_OLD)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "base")
+    return path
+
+
+def odd_names_patch(repo: Path, *, binary: bool = True) -> str:
+    """A real `git diff` over names with spaces, a quote, a tab and non-ASCII letters: a
+    modified, a new, a deleted, a renamed and two binary files (data-less unless `binary`)."""
+    (repo / "my dir" / "my file.txt").write_text("one\n2\n")
+    (repo / CAFE).write_text("x\ny\n")
+    (repo / 'say "hi".txt').write_text("q\nr\n")
+    (repo / "tab\there.txt").write_text("t\nu\n")
+    (repo / "new file.txt").write_text("fresh\n")
+    (repo / "gone file.txt").unlink()
+    git(repo, "mv", "old name.txt", "new name.txt")
+    (repo / "pic ture.bin").write_bytes(BINARY_NEW)
+    (repo / "caf\u00e9.bin").write_bytes(BINARY_NEW)
+    git(repo, "add", "-A")
+    patch = git(repo, "diff", "--cached", "-M", *(["--binary"] if binary else []))
+    git(repo, "reset", "-q", "--hard")
+    git(repo, "clean", "-qfd")
+    return patch
+
+
+ODD_PATHS = ["caf\u00e9.bin", CAFE, "gone file.txt", "my dir/my file.txt", "new file.txt", "new name.txt",
+             "pic ture.bin", 'say "hi".txt', "tab\there.txt"]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-data", "no-binary-data"])
+def test_paths_of_a_real_git_diff_with_spaced_and_quoted_names(tmp_path: Path, binary: bool) -> None:
+    patch = odd_names_patch(odd_names_repo(tmp_path / "repo"), binary=binary)
+    # what git wrote: spaced names as they are, the others quoted with C escapes
+    assert "diff --git a/my dir/my file.txt b/my dir/my file.txt\n" in patch
+    assert 'diff --git "a/caf\\303\\251.txt" "b/caf\\303\\251.txt"\n' in patch
+    assert 'diff --git "a/say \\"hi\\".txt" "b/say \\"hi\\".txt"\n' in patch
+    assert 'diff --git "a/tab\\there.txt" "b/tab\\there.txt"\n' in patch
+    assert sorted(patched_files(patch)) == ODD_PATHS
+    assert sorted(diffstat(patch)) == [
+        ("caf\u00e9.bin", 0, 0), (CAFE, 1, 0), ("gone file.txt", 0, 1), ("my dir/my file.txt", 1, 1),
+        ("new file.txt", 1, 0), ("new name.txt", 0, 0), ("pic ture.bin", 0, 0), ('say "hi".txt', 1, 0),
+        ("tab\there.txt", 1, 0),
+    ]
+    files = {path_in_repo(f.path): f for f in changed_files(patch)}
+    assert files["new file.txt"].is_added_file and files["gone file.txt"].is_removed_file
+    assert files["new name.txt"].is_rename and path_in_repo(files["new name.txt"].source_file) == "old name.txt"
+    assert files["pic ture.bin"].is_binary_file and files["caf\u00e9.bin"].is_binary_file
+    dataless = [] if binary else ["caf\u00e9.bin", "pic ture.bin"]
+    assert sorted(dataless_binary_files(patch)) == dataless
+    kept, skipped = split_dataless_binaries(patch)
+    assert sorted(skipped) == dataless and sorted(patched_files(kept)) == sorted(set(ODD_PATHS) - set(dataless))
+
+
+def test_apply_to_repo_with_spaced_and_quoted_names(tmp_path: Path) -> None:
+    patch = odd_names_patch(odd_names_repo(tmp_path / "source"))
+    repo = odd_names_repo(tmp_path / "repo")
+    result = apply_to_repo(patch, repo)
+    assert result.ok and result.skipped == ()
+    assert (repo / CAFE).read_text() == "x\ny\n" and (repo / "tab\there.txt").read_text() == "t\nu\n"
+    assert (repo / 'say "hi".txt').read_text() == "q\nr\n"
+    assert (repo / "my dir" / "my file.txt").read_text() == "one\n2\n"
+    assert (repo / "new file.txt").read_text() == "fresh\n" and not (repo / "gone file.txt").exists()
+    assert (repo / "new name.txt").read_text() == "moved\n" and not (repo / "old name.txt").exists()
+    assert (repo / "caf\u00e9.bin").read_bytes() == BINARY_NEW == (repo / "pic ture.bin").read_bytes()
+
+
+@pytest.mark.parametrize("quoted, name", [
+    ('"a/caf\\303\\251.txt"', "a/caf\u00e9.txt"),
+    ('"tab\\there"', "tab\there"),
+    ('"say \\"hi\\" \\\\ back"', 'say "hi" \\ back'),
+    ('"\\a\\b\\f\\n\\r\\v"', "\a\b\f\n\r\v"),
+    ('"bad\\377byte"', "bad\udcffbyte"),  # not UTF-8: surrogate-escaped, as patch text holds it
+    ("my file.txt", "my file.txt"),  # not quoted: as it is
+    ('"', '"'),
+])
+def test_git_unquote_reads_git_c_quoting(quoted: str, name: str) -> None:
+    assert git_unquote(quoted) == name
+
+
+def test_patched_files_names_the_files_of_a_patch_with_broken_hunks() -> None:
+    broken = "diff --git a/my file.txt b/my file.txt\n--- a/my file.txt\n+++ b/my file.txt\n@@ -1,3 +1,3 @@\n-a\n"
+    assert patched_files(broken) == ["my file.txt"]
+    assert patched_files("no patch at all\n") == []

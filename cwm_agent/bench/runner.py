@@ -4,7 +4,8 @@ Layout of an eval folder:
   results.jsonl            one line per finished attempt (appended; the source of truth for resuming)
   predictions.jsonl        official SWE-bench predictions for attempt 1 (predictions-K.jsonl for attempt K)
   instances/ID/attempt-K/  trajectory.json and log.txt of each attempt
-  report.json              the final report
+  report.json              the final report, with the resolved configuration ("config": settings,
+                           eval options, the --config file and its sha256)
 Infrastructure failures (model unreachable, sandbox broken) are recorded but never counted as the
 agent's failures; `--retry-errors` re-runs exactly those.
 
@@ -13,6 +14,9 @@ One that the turn, context or time limit ended failed whatever it submitted: it 
 its prediction has an empty `model_patch` (the official harness counts it as an empty patch), and
 it counts unresolved; results.jsonl keeps its last patch. `grade_unfinished` (`--grade-unfinished`)
 grades it instead, as harnesses that submit on exit do. report.json names the rule.
+
+An eval configuration (evals/NAME.toml, `cwm-agent eval --config`) holds Settings keys and the
+eval's own keys, EVAL_KEYS; config.read_config_file reads it, config.load_settings layers it.
 """
 
 from __future__ import annotations
@@ -33,12 +37,47 @@ from pathlib import Path
 from typing import Any
 
 from cwm_agent.agent import Events, Exit
-from cwm_agent.config import Settings
+from cwm_agent.config import ConfigError, ConfigFile, Settings
 from cwm_agent.episode import open_episode
+from cwm_agent.paths import TASKS_DIR
 from cwm_agent.bench.tasks import Task
 from cwm_agent.trajectory import dumps
 from cwm_agent.world.imagine import ImagineSpec, merge
 from cwm_agent.world.imagine import build as build_imagination
+
+
+# The eval's own keys in an eval configuration, beside any Settings key, and their types.
+EVAL_KEYS: dict[str, str] = {
+    "name": "str", "description": "str",  # free text, recorded
+    "tasks": "str",  # a task folder, a .json/.jsonl of SWE-bench rows, or "bundled" (the bundled tasks)
+    "split": "str",  # recorded (datasets by name come later)
+    "attempts": "int", "workers": "int", "filter": "str", "slice": "str", "shuffle": "int",
+    "imagine": "str", "imagine_tokens": "int", "grade": "bool",
+}
+BUNDLED = "bundled"
+
+
+def task_source(tasks: str | Path) -> Path:
+    """Where a task set lies: "bundled" is the bundled tasks (in a checkout or an installed wheel);
+    anything else is a path, relative to the current directory."""
+    if str(tasks) == BUNDLED:
+        return TASKS_DIR
+    return Path(tasks).expanduser()
+
+
+def check_option(key: str, value: Any, origin: str) -> None:
+    """The values select() and the pool would choke on, refused before anything runs."""
+    if value is None:
+        return
+    if key in ("attempts", "workers") and value < 1:
+        raise ConfigError(f"{origin}: {key} must be at least 1, got {value}")
+    if key == "slice" and not re.fullmatch(r"-?\d*:-?\d*", value):
+        raise ConfigError(f"{origin}: slice must be START:STOP (e.g. 0:10 or 5:), got {value!r}")
+    if key == "filter":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ConfigError(f"{origin}: filter is not a valid regular expression ({exc}): {value!r}") from None
 
 
 @dataclass
@@ -53,6 +92,27 @@ class EvalOptions:
     rerun: bool = False  # run finished attempts again
     grade: bool = True
     imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox, no grading
+    # recorded in report.json, not used by the run itself
+    tasks: str | None = None  # as given ("bundled", a path)
+    split: str | None = None
+    name: str | None = None
+    description: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The options that decide what a run computes, as an eval configuration spells them."""
+        imagine = self.imagine.mode + (f":{self.imagine.candidates}" if self.imagine.mode == "lookahead" else "")
+        return {"name": self.name, "description": self.description, "tasks": self.tasks,
+                "tasks_path": str(task_source(self.tasks).resolve()) if self.tasks else None,
+                "split": self.split, "attempts": self.attempts, "workers": self.workers, "filter": self.filter,
+                "slice": self.slice, "shuffle": self.shuffle, "imagine": imagine,
+                "imagine_tokens": self.imagine.max_tokens, "grade": self.grade}
+
+
+def run_config(settings: Settings, opts: EvalOptions, config_file: ConfigFile | None) -> dict[str, Any]:
+    """report.json's "config": enough to run the same evaluation again (secrets masked)."""
+    return {"file": str(config_file.path.resolve()) if config_file else None,
+            "sha256": config_file.sha256 if config_file else None,
+            "settings": settings.public(), "eval": opts.public()}
 
 
 @dataclass
@@ -266,11 +326,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def report(out: Path, *, grade_unfinished: bool | None = None) -> dict[str, Any]:
+def report(out: Path, *, grade_unfinished: bool | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summarise results.jsonl: the resolved rate over attempts the agent was responsible for.
 
     grade_unfinished: the rule of this run (default: the rule the rows were scored under);
-    rows scored under the other rule are listed in `rule_mismatch` (re-run them with --rerun)."""
+    rows scored under the other rule are listed in `rule_mismatch` (re-run them with --rerun).
+    config: the resolved configuration of the run (run_config), recorded as "config"."""
     rows = list(load_results(out / "results.jsonl").values())
     scored = [r for r in rows if not r.infrastructure]
     if grade_unfinished is None:
@@ -304,6 +365,8 @@ def report(out: Path, *, grade_unfinished: bool | None = None) -> dict[str, Any]
                        "finished": r.finished, "graded": r.grade_status not in (None, "unfinished"),
                        "turns": r.turns, "tokens": r.tokens, "seconds": round(r.seconds, 2)} for r in rows],
     }
+    if config is not None:
+        data["config"] = config
     imagined = [r for r in rows if r.imagination]
     if imagined:  # accuracy of the predicted observations, per task and over all of them
         per_task: dict[str, list[dict[str, Any]]] = {}

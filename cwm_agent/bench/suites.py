@@ -117,15 +117,14 @@ class ContainerRunner:
     cannot be killed from here, so `timeout -s KILL` inside ends a run that overstays."""
 
     def __init__(self, client: Any, image: str, scratch: Path, *, memory: str = "4g", ttl: int = 6 * 3600):
-        from cwm_agent.sandbox.docker import container_labels
+        from cwm_agent.sandbox.docker import container_args
 
         self.client, self.image = client, image
         scratch = Path(scratch).resolve()
         self.container = client.containers.run(
-            image, ["sleep", str(ttl)], detach=True, init=True, network_mode="none",
-            mem_limit=memory, memswap_limit=memory, pids_limit=1024, security_opt=["no-new-privileges"],
-            volumes={str(scratch): {"bind": str(scratch), "mode": "rw"}},
-            labels=container_labels(f"suites-{uuid.uuid4().hex[:8]}", ttl),
+            image, ["sleep", str(ttl)], detach=True,
+            **container_args(f"suites-{uuid.uuid4().hex[:8]}", ttl, memory=memory, pids=1024,
+                             volumes={str(scratch): {"bind": str(scratch), "mode": "rw"}}),
         )
 
     def __str__(self) -> str:

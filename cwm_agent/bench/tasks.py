@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from cwm_agent.sandbox.patch import patched_files
 
 DEMO_TASK = "demo-slugify-unicode"
 DEFAULT_TEST_COMMAND = "python3 -m pytest -rA"
@@ -43,7 +44,6 @@ _IGNORED = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".pytest_cache
 
 _REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")
 _LISTS = ("FAIL_TO_PASS", "PASS_TO_PASS", "test_files")
-_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 
 class TaskError(ValueError):
@@ -134,11 +134,6 @@ def unpack_archive(archive: Path, out: Path) -> Path:
             tar.extractall(out, filter="data")
     entries = list(out.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
-
-
-def patched_files(diff: str) -> list[str]:
-    """The files a git diff touches, in order (the new name of a renamed file)."""
-    return list(dict.fromkeys(m.group(2) for m in _DIFF_HEADER.finditer(diff)))
 
 
 def commit_tree(src: Path, dest: Path) -> str:

@@ -180,18 +180,25 @@ def solve(
     raise typer.Exit(code)
 
 
+CONFIG_HELP = ("An eval configuration (TOML), e.g. evals/bundled.toml: the task set, model settings, limits, "
+               "attempts, workers, imagination and grading as data (see evals/README.md). Layered above "
+               "./cwm-agent.toml and below CWM_AGENT_* variables and these flags; report.json records the "
+               "resolved configuration and the file's sha256.")
+
+
 @app.command("eval")
 def eval_command(
-    tasks: Path = typer.Argument(..., help="Task set: a folder like tasks/, a .jsonl or a .json of SWE-bench rows."),
-    out: Path = typer.Option(Path("cwm-runs/eval"), "--out", help="Eval folder; re-running with the same folder resumes."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Episodes in parallel, each in its own container."),
-    attempts: int = typer.Option(1, "--attempts", help="Attempts per task (pass@k, best-of-k)."),
+    tasks: Optional[Path] = typer.Argument(None, help="Task set: a folder like tasks/, a .jsonl or a .json of SWE-bench rows, or `bundled`. Default: `tasks` of --config."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Eval folder; re-running with the same folder resumes. Default: cwm-runs/eval, or cwm-runs/NAME with --config evals/NAME.toml."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Episodes in parallel, each in its own container (default 1)."),
+    attempts: Optional[int] = typer.Option(None, "--attempts", help="Attempts per task (pass@k, best-of-k; default 1)."),
     filter: Optional[str] = typer.Option(None, "--filter", help="Regex on instance ids."),
     slice_: Optional[str] = typer.Option(None, "--slice", help="START:STOP over the filtered tasks."),
     shuffle: Optional[int] = typer.Option(None, "--shuffle", help="Shuffle with this seed before slicing."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Re-run attempts that ended in an infrastructure error."),
     rerun: bool = typer.Option(False, "--rerun", help="Re-run finished attempts too."),
-    no_grade: bool = typer.Option(False, "--no-grade", help="Only produce predictions; grade later with `cwm-agent grade`."),
+    grade: Optional[bool] = typer.Option(None, "--grade/--no-grade", help="Grade each attempt (default), or only produce predictions and grade later with `cwm-agent grade`."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1."),
     model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint."),
@@ -203,7 +210,7 @@ def eval_command(
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End an episode after this many malformed replies in a row; 0: never, as CWM's evaluation (default 0)."),
     grade_unfinished: Optional[bool] = typer.Option(None, "--grade-unfinished/--no-grade-unfinished", help=GRADE_UNFINISHED_HELP + " report.json records the rule."),
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
-    imagine: str = typer.Option("off", "--imagine", help=IMAGINE_HELP + " The report adds imagination accuracy per task."),
+    imagine: Optional[str] = typer.Option(None, "--imagine", help=IMAGINE_HELP + " The report adds imagination accuracy per task. Default off."),
     imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
 ) -> None:
     """Run many episodes over a task set, grade them as SWE-bench does, and report.
@@ -212,32 +219,80 @@ def eval_command(
     not counted against the agent and --retry-errors re-runs exactly those. As in CWM's
     evaluation, an episode that a limit ended is not graded (empty model_patch, unresolved)
     unless --grade-unfinished. Writes
-    predictions.jsonl (official format), results.jsonl, per-task trajectories and report.json.
+    predictions.jsonl (official format), results.jsonl, per-task trajectories and report.json
+    (with the resolved configuration, so the run can be repeated from it).
 
-    Example: `cwm-agent eval tasks/ --workers 2 --base-url http://gpu:8000/v1 --out runs/bundled`
+    --config FILE takes the whole run from an eval configuration (evals/*.toml: task set, model
+    settings, limits, attempts, workers, imagination, grading); a flag, or the TASKS argument,
+    overrides the file's value.
+
+    Example: `cwm-agent eval --config evals/bundled.toml --base-url http://gpu:8000/v1`; without a
+    file: `cwm-agent eval tasks/ --workers 2 --base-url http://gpu:8000/v1 --out runs/bundled`
     """
     from cwm_agent.bench import runner as evaluate
     from cwm_agent.cli.solve import connect_model
     from cwm_agent.bench.tasks import load_tasks
     from cwm_agent.cli.ui import EvalView, report_table
+    from cwm_agent.config import read_config_file
 
-    if not tasks.exists():
-        raise UsageProblem(f"no task set at {tasks}; pass a folder like tasks/ or a .jsonl file")
-    settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
-                             temperature=temperature, top_p=top_p,
-                             command_timeout=command_timeout, tools="bash-only" if bash_only else None,
-                             max_format_errors=max_format_errors, grade_unfinished=grade_unfinished, command="eval")
-    loaded = load_tasks(tasks)
-    from cwm_agent.world.imagine import ImagineSpec
-
-    opts = evaluate.EvalOptions(out=out, workers=workers, attempts=attempts, filter=filter, slice=slice_,
-                                shuffle=shuffle, retry_errors=retry_errors, rerun=rerun, grade=not no_grade,
-                                imagine=ImagineSpec.parse(imagine, max_tokens=imagine_tokens))
+    file = read_config_file(config, evaluate.EVAL_KEYS) if config is not None else None
+    settings = load_settings(dict(base_url=base_url, model=model, api_key=api_key, format=format, max_turns=max_turns,
+                                  temperature=temperature, top_p=top_p, command_timeout=command_timeout,
+                                  tools="bash-only" if bash_only else None, max_format_errors=max_format_errors,
+                                  grade_unfinished=grade_unfinished), command="eval", config_file=file)
+    options = _eval_options(file, tasks=None if tasks is None else str(tasks), workers=workers, attempts=attempts,
+                            filter=filter, slice=slice_, shuffle=shuffle, grade=grade, imagine=imagine,
+                            imagine_tokens=imagine_tokens)
+    if options.get("tasks") is None:
+        either = f"name one with `tasks = ...` in {config}" if config else "--config evals/NAME.toml"
+        raise UsageProblem(f"no task set; pass TASKS (a folder like tasks/, a .jsonl of SWE-bench rows, or `bundled`) "
+                           f"or {either}")
+    source = evaluate.task_source(options["tasks"])
+    if not source.exists():
+        named = f" (`tasks` in {config})" if tasks is None and config else ""
+        raise UsageProblem(f"no task set at {source}{named}; pass a folder like tasks/, a .jsonl file or `bundled`")
+    out = out or Path("cwm-runs") / (config.stem if config is not None else "eval")
+    opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 1), attempts=options.get("attempts", 1),
+                                filter=options.get("filter"), slice=options.get("slice"),
+                                shuffle=options.get("shuffle"), retry_errors=retry_errors, rerun=rerun,
+                                grade=options.get("grade", True),
+                                imagine=_imagine_spec(options, file, flagged=(imagine, imagine_tokens) != (None, None)),
+                                tasks=options["tasks"], split=options.get("split"), name=options.get("name"),
+                                description=options.get("description"))
+    loaded = load_tasks(source)
     client = connect_model(settings, console, quiet=False)
     with EvalView(console) as view:
         evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
-    console.print(report_table(evaluate.report(out, grade_unfinished=settings.grade_unfinished)))
+    resolved = evaluate.run_config(settings, opts, file)
+    console.print(report_table(evaluate.report(out, grade_unfinished=settings.grade_unfinished, config=resolved)))
+    if file is not None:
+        console.print(f"[dim]config: {file.path} (sha256 {file.sha256[:12]}…)[/]")
     console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
+
+
+def _imagine_spec(options: dict, file, *, flagged: bool):
+    """The imagination spec; a bad value from the file names the file."""
+    from cwm_agent.world.imagine import ImagineSpec
+
+    try:
+        return ImagineSpec.parse(options.get("imagine"), max_tokens=options.get("imagine_tokens"))
+    except ConfigError as exc:
+        raise ConfigError(f"{file.path}: {exc}" if file is not None and not flagged else str(exc)) from None
+
+
+def _eval_options(file, **flags) -> dict:
+    """The eval's own keys: the config file's, each overridden by a flag that was given (not None);
+    values a run would choke on are refused with their origin (the file, or the flag)."""
+    from cwm_agent.bench.runner import check_option
+
+    merged = dict(file.options) if file is not None else {}
+    for key, value in merged.items():
+        check_option(key, value, str(file.path))
+    for key, value in flags.items():
+        if value is not None:
+            check_option(key, value, "TASKS" if key == "tasks" else f"--{key.replace('_', '-')}")
+            merged[key] = value
+    return merged
 
 
 @app.command()
@@ -568,9 +623,9 @@ def cleanup() -> None:
 
 
 def docker_client():
-    try:
-        import docker
+    import docker
 
+    try:
         client = docker.from_env(timeout=30)
         client.ping()
         return client
@@ -579,26 +634,17 @@ def docker_client():
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UsageProblem, ConfigError]
-    try:
-        from cwm_agent.sandbox.base import SandboxError
+    # Imported here, only once a command has failed: `--help` starts faster without them.
+    from cwm_agent.bench.generate import GenerateError
+    from cwm_agent.bench.grade import GradeError
+    from cwm_agent.bench.swebench_export import ExportError
+    from cwm_agent.bench.tasks import TaskError
+    from cwm_agent.models.client import ModelError
+    from cwm_agent.sandbox.base import SandboxError
+    from cwm_agent.sandbox.patch import PatchError
 
-        errors.append(SandboxError)
-    except ImportError:
-        pass
-    try:
-        from cwm_agent.models.client import ModelError
-        from cwm_agent.sandbox.patch import PatchError
-        from cwm_agent.bench.tasks import TaskError
-
-        from cwm_agent.bench.generate import GenerateError
-        from cwm_agent.bench.grade import GradeError
-        from cwm_agent.bench.swebench_export import ExportError
-
-        errors += [ModelError, PatchError, TaskError, GradeError, ExportError, GenerateError]
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UsageProblem, ConfigError, SandboxError, ModelError, PatchError, TaskError, GradeError,
+            ExportError, GenerateError)
 
 
 def main(argv: list[str] | None = None) -> None:

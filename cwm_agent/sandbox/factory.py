@@ -24,9 +24,6 @@ def open_sandbox(kind: Kind | str | None = "auto", **kw: Any) -> Sandbox:
         from cwm_agent.sandbox.docker import DockerSandbox
 
         return DockerSandbox(**kw)
-    try:
-        from cwm_agent.sandbox.bwrap import BwrapSandbox  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise SandboxError("the bubblewrap sandbox is not available in this build; "
-                           "start the Docker engine (scripts/install-docker.sh) and use --sandbox docker") from exc
+    from cwm_agent.sandbox.bwrap import BwrapSandbox
+
     return BwrapSandbox(**kw)

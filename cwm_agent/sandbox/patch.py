@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from unidiff import PatchSet
+from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ ALREADY_APPLIED = f"already applied ({REVERSE_CHECK})"
 # Runs one shell command where the patch is to be applied: (exit code, stdout and stderr merged).
 Runner = Callable[[str], tuple[int, str]]
 _BINARY_DIFFERS = re.compile(r"^Binary files .* differ$", re.MULTILINE)
+_FILE_SECTION = re.compile(r"(?m)^(?=diff --git )")  # where each file's part of a git diff starts
+_HUNK = re.compile(r"(?m)^@@ ")
+# C escapes in a path git quotes ("tab\there", "caf\303\251.txt"), as git's unquote_c_style reads them.
+_C_ESCAPE = re.compile(rb'\\([0-3][0-7]{2}|[abtnvfr"\\])')
+_C_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b'"': 34, b"\\": 92}
 
 
 class PatchError(ValueError):
@@ -99,9 +104,56 @@ def parse_patch(text: str) -> PatchSet:
     return patch
 
 
+def git_unquote(name: str) -> str:
+    """A file name as git writes it in a diff, unquoted. git puts a name holding a tab, a
+    newline, a double quote, a backslash or (core.quotePath, the default) a non-ASCII byte in
+    double quotes with C escapes: `"a/caf\\303\\251.txt"` is `a/café.txt`. Other names,
+    spaces and all, come as they are. Bytes that are not UTF-8 come back surrogate-escaped,
+    as the patch text holds them."""
+    if len(name) < 2 or name[0] != '"' or name[-1] != '"':
+        return name
+    raw = name[1:-1].encode("utf-8", "surrogateescape")
+    raw = _C_ESCAPE.sub(lambda m: bytes([_C_ESCAPES.get(m[1]) or int(m[1], 8)]), raw)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def path_in_repo(name: str) -> str:
+    """A `diff --git`, `---` or `+++` name (quoted or not) as a path in the repository:
+    unquoted, without git's `a/` or `b/` prefix."""
+    name = git_unquote(name)
+    return name.split("/", 1)[1] if name.startswith(("a/", "b/")) else name
+
+
+def file_path(patched: PatchedFile) -> str:
+    """The path in the repository of one file of a parsed patch: the new name of a renamed
+    or added file, else the old one; git's quoting undone (unidiff leaves it)."""
+    return git_unquote(patched.path)
+
+
+def changed_files(text: str) -> list[PatchedFile]:
+    """The files of a git diff as unidiff reads their headers (`diff --git`, new, deleted,
+    renamed, binary), in order. Hunks are not read, so a patch whose hunks are broken still
+    names its files; a file part unidiff cannot read is left out. Never raises."""
+    files: list[PatchedFile] = []
+    for section in _FILE_SECTION.split(text):
+        if not section.startswith("diff --git "):
+            continue
+        hunk = _HUNK.search(section)
+        try:
+            files += PatchSet(section[:hunk.start()] if hunk else section)
+        except UnidiffParseError:
+            continue
+    return files
+
+
+def patched_files(text: str) -> list[str]:
+    """The paths a git diff touches, in order, each once (the new name of a renamed file)."""
+    return list(dict.fromkeys(file_path(f) for f in changed_files(text)))
+
+
 def diffstat(text: str) -> list[FileStat]:
     """(path, lines added, lines removed) per file; binary files count 0 and 0."""
-    return [FileStat(f.path, f.added, f.removed) for f in parse_patch(text)]
+    return [FileStat(file_path(f), f.added, f.removed) for f in parse_patch(text)]
 
 
 def summarize(stats: list[FileStat]) -> str:
@@ -161,7 +213,7 @@ def dataless_binary_files(patch: str) -> list[str]:
 def split_dataless_binaries(patch: str) -> tuple[str, list[str]]:
     """(the patch without its binary files that carry no data, the paths of those files)."""
     kept, skipped = [], []
-    for section in re.split(r"(?m)^(?=diff --git )", patch):
+    for section in _FILE_SECTION.split(patch):
         if (section.startswith("diff --git ") and _BINARY_DIFFERS.search(section)
                 and not re.search(r"(?m)^GIT binary patch$", section)):
             skipped.append(_section_path(section))
@@ -171,10 +223,10 @@ def split_dataless_binaries(patch: str) -> tuple[str, list[str]]:
 
 
 def _section_path(section: str) -> str:
-    try:
-        return PatchSet(section)[0].path
-    except Exception:  # unidiff could not read the header: show it as git wrote it
-        return section.partition("\n")[0].removeprefix("diff --git ")
+    files = changed_files(section)
+    if files:
+        return file_path(files[0])
+    return section.partition("\n")[0].removeprefix("diff --git ")  # unreadable: as git wrote it
 
 
 def check_applies(patch: str, target: Sandbox | str | Path, *, base: str | None = None) -> ApplyCheck:
@@ -304,7 +356,7 @@ def apply_to_repo(patch: str, repo_path: str | Path, check_only: bool = False) -
         if chain.applied_with == ALREADY_APPLIED:
             return chain
         # What the chain made of the files the patch names (ignored ones too; not .orig debris).
-        paths = sorted({_strip_prefix(name) for f in parse_patch(kept) for name in (f.source_file, f.target_file)
+        paths = sorted({path_in_repo(name) for f in parse_patch(kept) for name in (f.source_file, f.target_file)
                         if name and name != "/dev/null"})
         _git(["add", "-A", "-f"], tree)
         result = _git(["--literal-pathspecs", "diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv",
@@ -348,10 +400,6 @@ def _scratch_of_working_tree(repo: Path, tmp: Path) -> Path:
     _git(["-c", "user.name=cwm-agent", "-c", "user.email=cwm-agent@localhost", "-c", "commit.gpgsign=false",
           "commit", "-q", "--allow-empty", "--no-verify", "-m", "working tree"], tree)
     return tree
-
-
-def _strip_prefix(name: str) -> str:
-    return name.split("/", 1)[1] if name.startswith(("a/", "b/")) else name
 
 
 def _has_changes(patch: str) -> bool:
