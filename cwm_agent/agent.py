@@ -16,12 +16,11 @@ from typing import Protocol
 from cwm_agent import protocol
 from cwm_agent.config import Settings
 from cwm_agent.models.client import Completion, ContextLengthExceeded, Model, ModelError
+from cwm_agent.models.tokens import TokenizeError
 from cwm_agent.protocol import Action, ActionError, Transcript
 from cwm_agent.sandbox.base import Sandbox, SandboxError
-from cwm_agent.models.tokens import TokenizeError
 from cwm_agent.tools import ToolResult, execute
 from cwm_agent.trajectory import Step, Trajectory
-
 
 
 class Exit(str, Enum):
@@ -110,7 +109,7 @@ class Agent:
         self.should_stop = should_stop  # polled between turns: how a batch run stops its workers
         self.imagination = imagination  # predicts observations (--imagine), else None
         self.transcript: Transcript | None = None
-        self.tokens_used = 0  # tokens in the transcript so far, counted piece by piece
+        self.tokens_used = 0  # tokens in the transcript so far, as CWM counts them (see _start)
         self.submission: str | None = None
         self.totals = {"model": 0.0, "command": 0.0, "overhead": 0.0}
 
@@ -190,6 +189,7 @@ class Agent:
         t_model = time.perf_counter()
         completion = self.model.complete(transcript, max_tokens=max_tokens, on_text=self.events.on_text)
         self._settle(completion)
+        room = self.limits.context_window - self.tokens_used  # exact now
         if self.imagination and turn < self.limits.max_turns:  # the last reply never runs: nothing to imagine
             # imagines the outcome; lookahead may swap in another sampled reply
             completion = self.imagination.choose(self, step, completion, max_tokens)
