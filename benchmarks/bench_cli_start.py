@@ -2,7 +2,7 @@
 
 Runs `VENV/bin/cwm-agent --help` and, in the same run and interleaved with it,
 `VENV/bin/python -c pass` (the interpreter's own floor) and `VENV/bin/python -c "import
-cwm_agent.cli"` (the import alone); prints the median of each and the ratios to the floor.
+cwm_agent.cli.main"` (the import alone); prints the median of each and the ratios to the floor.
 Runs from a temporary directory with PYTHONPATH unset, so the checkout is not on the path.
 Make the venv as tests/test_wheel.py does (`python -m build --wheel`, then a fresh venv
 and `pip install dist/*.whl`, no extras).
@@ -39,7 +39,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     cases = {
         "python -c pass": [str(python), "-c", "pass"],
-        "import cwm_agent.cli": [str(python), "-c", "import cwm_agent.cli"],
+        "import cwm_agent.cli.main": [str(python), "-c", "import cwm_agent.cli.main"],
         "cwm-agent --help": [str(cli), "--help"],
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
