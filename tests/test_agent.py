@@ -16,15 +16,11 @@ import pytest
 from cwm_agent import protocol
 from cwm_agent.agent import Agent, Exit, Limits
 from cwm_agent.models.connect import connect
-from cwm_agent.testing.scripted_server import Reply, ScriptedServer, count_tokens
+from cwm_agent.testing.scripted_server import Reply, ScriptedServer, count_tokens, think
 
 pytestmark = pytest.mark.docker
 
 CONTEXT = 131072
-
-
-def think(reasoning: str, tool: str, body: str) -> str:
-    return f"{reasoning}\n</think>\n{protocol.render_action(protocol.Action(tool, body))}"
 
 
 SUMMARY = "Done.\n</think>\n## Issue Summary\n\nFixed."

@@ -26,15 +26,11 @@ from cwm_agent.tools import RESTART_FEEDBACK
 
 TIMEOUT_FEEDBACK = RESTART_FEEDBACK["timeout"]
 from cwm_agent.bench.tasks import DEMO_TASK
-from cwm_agent.testing.scripted_server import ScriptedServer
+from cwm_agent.testing.scripted_server import ScriptedServer, think
 
 CLI = [sys.executable, "-m", "cwm_agent.cli"]
 PREFILL = "<|start_header_id|>tool: bash<|end_header_id|>\n\n<output>\n"
 SELECTION_MARK = "candidate tool calls for your next step"
-
-
-def think(reasoning: str, tool: str, body: str) -> str:
-    return f"{reasoning}\n</think>\n<tool: {tool}>\n{body}\n</tool>"
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -17,14 +17,10 @@ import pytest
 from cwm_agent import protocol
 from cwm_agent.bench.tasks import DEMO_TASK, load_tasks
 from cwm_agent.paths import TASKS_DIR
-from cwm_agent.testing.scripted_server import Failure, Reply, ScriptedServer
+from cwm_agent.testing.scripted_server import Failure, Reply, ScriptedServer, think
 
 pytestmark = pytest.mark.docker
 CLI = [sys.executable, "-m", "cwm_agent.cli"]
-
-
-def think(reasoning: str, tool: str, body: str) -> str:
-    return f"{reasoning}\n</think>\n{protocol.render_action(protocol.Action(tool, body))}"
 
 
 def solve(server: ScriptedServer, out: Path, *args: str, timeout: float = 300, **popen):

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cwm_agent import protocol
 from cwm_agent.paths import PROJECT_ROOT
-from cwm_agent.testing.scripted_server import ScriptedServer
+from cwm_agent.testing.scripted_server import ScriptedServer, think
 
 pytestmark = pytest.mark.docker
 
@@ -174,18 +173,14 @@ def test_sandbox_build_finds_its_recipe(venv, clean_env, cwd, docker_client):
     assert image.default_image() in result.stdout
 
 
-def _think(reasoning: str, tool: str, body: str) -> str:
-    return f"{reasoning}\n</think>\n{protocol.render_action(protocol.Action(tool, body))}"
-
-
 EPISODE = [
-    _think("Fold accents before splitting.", "edit",
+    think("Fold accents before splitting.", "edit",
            "slugkit/core.py\n<<<<<<< SEARCH\nimport re\n=======\nimport re\nimport unicodedata\n>>>>>>> REPLACE"),
-    _think("A regression test.", "create",
+    think("A regression test.", "create",
            "tests/test_accents.py\nfrom slugkit import slugify\n\n\ndef test_accents():\n"
            "    assert slugify(\"Crème Brûlée\")\n"),
-    _think("Write the patch, new file included.", "bash", "git add -A && git diff --cached > /tmp/fix.patch"),
-    _think("Submit it.", "submit", "/tmp/fix.patch"),
+    think("Write the patch, new file included.", "bash", "git add -A && git diff --cached > /tmp/fix.patch"),
+    think("Submit it.", "submit", "/tmp/fix.patch"),
     "Done.\n</think>\n## Issue Summary\n\nAccents.\n\n## Solution and Code Changes\n\nAn import and a test.",
 ]
 

@@ -40,7 +40,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cwm_agent.protocol import CONTEXT_WINDOW
+from cwm_agent.protocol import CONTEXT_WINDOW, Action, render_action
+
+
+def think(reasoning: str, tool: str, body: str) -> str:
+    """A scripted CWM turn: reasoning, "</think>", one tool call (the stop token comes from Reply)."""
+    return f"{reasoning}\n</think>\n{render_action(Action(tool, body))}"
 
 
 @dataclass(frozen=True)
