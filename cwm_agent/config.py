@@ -27,8 +27,8 @@ class Settings:
     api_key: str | None = None
     format: str | None = None  # "cwm" | "chat"; None: from the model id
     retries: int = 4
-    temperature: float = 1.0  # CWM's published evaluations sampled at 1.0 / 0.95
-    top_p: float = 0.95
+    temperature: float = protocol.TEMPERATURE  # CWM's published sampling
+    top_p: float = protocol.TOP_P
     # sandbox
     sandbox: str = "auto"  # "auto" | "docker" | "bwrap"
     image: str | None = None  # None: the base image of `cwm-agent sandbox build`

@@ -58,6 +58,9 @@ CONTEXT_WINDOW = 131072
 MAX_TURNS = 128
 TURN_TOKEN_LIMIT = 65536
 SESSION_TIMEOUT_SECONDS = 120
+# Sampling of every published CWM evaluation (temperature, top_p).
+TEMPERATURE = 1.0
+TOP_P = 0.95
 
 # Roles whose body is stripped when rendered; "tool: X" bodies are kept verbatim.
 STRIPPED_ROLES = ("system", "user", "assistant")

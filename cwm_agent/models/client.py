@@ -5,8 +5,8 @@ CWM's scaffold did (no second BOS, special tokens kept, CWM's stop token ids).
 ``ChatClient`` speaks the same text tool protocol to any ``/chat/completions``
 endpoint. Both stream (server-sent events), report each text delta to ``on_text``,
 retry retryable failures with exponential backoff and full jitter, and raise one
-of the named ``ModelError`` kinds otherwise. ``connect`` picks the client from the
-server's ``/models`` list. The embedded CPU model lives in ``local_model``.
+of the named ``ModelError`` kinds otherwise. ``connect.py`` picks the client from the
+server's ``/models`` list; the embedded CPU model lives in ``local.py``.
 
 Stop tokens: CWM's transcript keeps the stop token the model generated (<|eot_id|>, or
 <|eom_id|>, ...), with <|eot_id|> after it when it was another one (cwm/rl/envs/dialog.py
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
-from cwm_agent.protocol import EOT, STOP_TEXTS, STOP_TOKEN_IDS, STOP_TOKENS
+from cwm_agent.protocol import EOT, STOP_TEXTS, STOP_TOKEN_IDS, STOP_TOKENS, TEMPERATURE, TOP_P
 from cwm_agent.models.tokens import SPECIAL_TOKEN, EstimateCounter, TokenCounter
 
 if TYPE_CHECKING:
@@ -38,11 +38,6 @@ if TYPE_CHECKING:
 Format = Literal["cwm", "chat"]
 OnText = Callable[[str], None]
 OnRetry = Callable[["ModelError", int, float], None]
-
-# Sampling used in all of CWM's published evaluations.
-TEMPERATURE = 1.0
-TOP_P = 0.95
-
 
 @dataclass
 class Completion:

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 
 from cwm_agent.models.client import (
-    TEMPERATURE,
-    TOP_P,
     ChatClient,
     CWMClient,
     Format,
@@ -25,6 +23,7 @@ from cwm_agent.models.client import (
     error_for_status,
 )
 from cwm_agent.models.tokens import EstimateCounter, HTTPTokenizeCounter, TokenCounter, server_root
+from cwm_agent.protocol import TEMPERATURE, TOP_P
 
 
 # -- connect ------------------------------------------------------------------------------
