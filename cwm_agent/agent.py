@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from cwm_agent import protocol
 from cwm_agent.config import Settings
@@ -64,6 +64,33 @@ class Imagination(Protocol):
     def observed(self, step: Step) -> None: ...
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a person decided about one action (`cwm-agent chat`): run it, reject it (``message``
+    goes to the model), or run ``action`` in its place."""
+
+    verdict: Literal["run", "reject", "replace"] = "run"
+    message: str = ""
+    action: Action | None = None
+
+
+RUN = Decision()
+
+
+class Stop(Exception):
+    """Raised by a Human hook to end the episode now (the person left): exit `interrupted`."""
+
+
+class Human(Protocol):
+    """The person in the loop (`cwm-agent chat`); solve and eval have none. The agent asks before
+    each turn, before each action runs, and after Ctrl-C stopped the model or a command (the
+    KeyboardInterrupt it raised while `Agent.busy` was set)."""
+
+    def before_turn(self, agent: Agent) -> None: ...
+    def decide(self, step: Step, action: Action) -> Decision: ...
+    def interjection(self, step: Step, during: str) -> str | None: ...  # None: leave
+
+
 @dataclass
 class EpisodeResult:
     exit: Exit
@@ -98,7 +125,8 @@ class Agent:
     def __init__(self, model: Model, sandbox: Sandbox, *, limits: Limits | None = None,
                  tools: tuple[str, ...] = protocol.ALL_TOOLS, reasoning: bool = True,
                  trajectory: Trajectory | None = None, events: Events | None = None,
-                 should_stop: Callable[[], bool] = lambda: False, imagination: Imagination | None = None):
+                 should_stop: Callable[[], bool] = lambda: False, imagination: Imagination | None = None,
+                 human: Human | None = None):
         self.model, self.sandbox = model, sandbox
         self.limits = limits or Limits()
         if model.max_context:  # the server's window, when smaller than ours, is the real limit
@@ -112,29 +140,50 @@ class Agent:
         self.tokens_used = 0  # tokens in the transcript so far, as CWM counts them (see _start)
         self.submission: str | None = None
         self.totals = {"model": 0.0, "command": 0.0, "overhead": 0.0}
+        self.human = human  # a person deciding each action (chat), else None
+        self.turn = 0  # replies so far
+        self.summary: str | None = None  # the final summary, once the episode finished
+        self.busy: str | None = None  # "model" or "command" while waiting on one: where Ctrl-C may stop a step
+        self._notes: list[str] = []  # user messages waiting for the end of the current step (`tell`)
+        self._known = self._counted = self._pending_bound = 0  # see _start
 
     # -- the episode ---------------------------------------------------------------------
     def run(self, issue: str) -> EpisodeResult:
+        """A whole episode on ``issue``: the prompt, then turns until it ends."""
+        return self.proceed(issue=issue)
+
+    def follow_up(self, message: str) -> EpisodeResult:
+        """After an ended episode (chat): the person's ``message`` as a user message, then more
+        turns in the same sandbox and transcript."""
+        self.tell(message)
+        return self.proceed()
+
+    def proceed(self, issue: str | None = None) -> EpisodeResult:
+        """Turns from where the transcript stands (or from the start with ``issue``) until the episode ends."""
         started = time.monotonic()
-        turn, summary = 0, None
+        self.summary = None
         try:
-            self._start(issue)
+            if issue is not None:
+                self._start(issue)
             errors_in_row = 0
             while True:
                 if self.should_stop():
                     raise _End(Exit.INTERRUPTED, "stopped by the runner")
                 if self.limits.wall_time and time.monotonic() - started > self.limits.wall_time:
                     raise _End(Exit.TIME_LIMIT, f"wall time {self.limits.wall_time:.0f}s spent")
-                turn += 1
-                step, summary = self._step(turn)
-                if summary is not None:
+                if self.human:
+                    self.human.before_turn(self)
+                self._flush_notes()
+                self.turn += 1
+                step, self.summary = self._step(self.turn)
+                if self.summary is not None:
                     raise _End(Exit.SUBMITTED, "submitted and summarised")
                 errors_in_row = errors_in_row + 1 if step.format_error else 0
                 if self.limits.max_format_errors and errors_in_row >= self.limits.max_format_errors:
                     raise _End(Exit.FORMAT_ERRORS, f"{errors_in_row} malformed replies in a row")
         except _End as end:
             result = EpisodeResult(end.exit, end.detail)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stop):
             result = EpisodeResult(Exit.INTERRUPTED, "interrupted by the user")
         except ContextLengthExceeded as exc:
             result = EpisodeResult(Exit.CONTEXT_LIMIT, str(exc))
@@ -144,16 +193,75 @@ class Agent:
             result = EpisodeResult(Exit.MODEL_ERROR, f"tokenizer: {exc}")
         except SandboxError as exc:
             result = EpisodeResult(Exit.SANDBOX_ERROR, str(exc))
+        self.busy = None
         self._settle_at_end()
-        result.submission, result.summary = self.submission, summary
-        result.turns, result.tokens = turn, self.tokens_used
+        result.submission, result.summary = self.submission, self.summary
+        result.turns, result.tokens = self.turn, self.tokens_used
         result.timings = dict(self.totals, wall=time.monotonic() - started)
         if self.trajectory:
-            self.trajectory.finish(exit=result.exit.value, detail=result.detail, turns=turn,
+            self.trajectory.finish(exit=result.exit.value, detail=result.detail, turns=self.turn,
                                    tokens=self.tokens_used, timings=result.timings,
-                                   submission=self.submission, summary=summary)
+                                   submission=self.submission, summary=self.summary)
         self.events.on_end(result)
         return result
+
+    # -- a person in the loop (chat) -------------------------------------------------------
+    def tell(self, message: str) -> None:
+        """A user message for the model: sent before the next reply is asked for (after the
+        current action's result, when a reply is waiting for one)."""
+        self._notes.append(message)
+
+    def _flush_notes(self) -> None:
+        while self._notes and self.transcript is not None:
+            self._append("user", self._notes.pop(0))
+
+    def typed(self, command: str) -> Step:
+        """A command the person typed (chat's human mode): it runs in the sandbox, and the model
+        reads what was run and its output, as a user message. Recorded as a step without a reply."""
+        self._flush_notes()
+        step = Step(index=self.turn, prompt_delta="", completion="", action={"tool": "bash", "body": command},
+                    human={"typed": True})
+        t0 = time.perf_counter()
+        action = Action("bash", command)
+        self.busy = "command"
+        try:
+            outcome = execute(action, self.sandbox)
+        except KeyboardInterrupt:
+            outcome = ToolResult(protocol.HUMAN["interrupted_command"])
+            step.human["interrupted"] = "command"
+        finally:
+            self.busy = None
+        command_s = time.perf_counter() - t0
+        if outcome.command is not None:
+            step.command_status, step.exit_code = outcome.command.status, outcome.command.exit_code
+        step.observation = outcome.feedback
+        output = protocol.truncate_result(protocol.OUTPUT_TEMPLATE.format(feedback=outcome.feedback),
+                                          self.model.counter.count)
+        self._append("user", protocol.human_message("typed", action=action, output=output))
+        self._record(step, t0, 0.0, command_s)
+        return step
+
+    # -- saving and resuming ---------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue this episode in another process (chat's --resume)."""
+        transcript = self.transcript
+        return {"transcript": {"text": transcript.text if transcript else None,
+                               "messages": transcript.messages if transcript else [],
+                               "reasoning": self.reasoning},
+                "turn": self.turn, "tokens_used": self.tokens_used, "counted": self._counted, "known": self._known,
+                "pending_bound": self._pending_bound, "submission": self.submission, "summary": self.summary,
+                "notes": list(self._notes)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()``: the same transcript, turn count, tokens and submission."""
+        saved = state["transcript"]
+        self.transcript = protocol.Transcript.restore(saved["text"], [tuple(m) for m in saved["messages"]],
+                                                      reasoning=saved.get("reasoning", self.reasoning))
+        self.turn, self.tokens_used = state["turn"], state["tokens_used"]
+        self._counted, self._pending_bound = state["counted"], state["pending_bound"]
+        self.submission, self.summary = state.get("submission"), state.get("summary")
+        self._known = state.get("known", len(self.transcript.text))
+        self._notes = list(state.get("notes", []))
 
     def _start(self, issue: str) -> None:
         count = self.model.counter.count
@@ -187,7 +295,23 @@ class Agent:
         step = Step(index=turn, prompt_delta=prompt[self._known:], completion="")
         self._known = len(prompt)
         t_model = time.perf_counter()
-        completion = self.model.complete(transcript, max_tokens=max_tokens, on_text=self.events.on_text)
+        self.busy = "model"
+        try:
+            completion = self.model.complete(transcript, max_tokens=max_tokens, on_text=self.events.on_text)
+        except KeyboardInterrupt:
+            if not self.human:
+                raise
+            # Stopped mid-reply: the reply never happened (the transcript does not hold it, nor the
+            # generation prompt that asked for it), so the steps' prompt deltas still add up to it.
+            self.busy = None
+            step.human = {"interrupted": "model"}
+            step.prompt_delta = step.prompt_delta.removesuffix(transcript.prompt[len(transcript.text):])
+            self._known = len(transcript.text)
+            self._record(step, t0, time.perf_counter() - t_model, 0.0)
+            self._interjection(step, "model")
+            return step, None
+        finally:
+            self.busy = None
         self._settle(completion)
         room = self.limits.context_window - self.tokens_used  # exact now
         if self.imagination and turn < self.limits.max_turns:  # the last reply never runs: nothing to imagine
@@ -227,17 +351,57 @@ class Agent:
             else:
                 step.action = {"tool": action.tool, "body": action.body}
                 self.events.on_action(step)
-                t_cmd = time.perf_counter()
-                if self.imagination:  # dream: the imagined feedback stands for the sandbox's
-                    outcome = self.imagination.execute(step, action, self.sandbox)
+                decision = self.human.decide(step, action) if self.human else RUN
+                if decision.verdict == "reject":
+                    step.human = {"rejected": decision.message}
+                    kind = "rejected_saying" if decision.message.strip() else "rejected"
+                    self._append("user", protocol.human_message(kind, tool=action.tool, message=decision.message))
                 else:
-                    outcome = execute(action, self.sandbox)
-                command_s = time.perf_counter() - t_cmd
-                self._observe(step, action, outcome, turn)
-                if self.imagination:
-                    self.imagination.observed(step)
+                    command_s = self._act(step, action, decision, turn)
         self._record(step, t0, model_s, command_s)
+        if step.human and step.human.get("interrupted"):
+            self._interjection(step, "command")
+        self._flush_notes()
         return step, summary
+
+    def _act(self, step: Step, action: Action, decision: Decision, turn: int) -> float:
+        """Run the action (or the person's replacement) and give the model its result."""
+        ran = decision.action if decision.verdict == "replace" and decision.action else action
+        if ran is not action:
+            step.human = {"replaced_with": {"tool": ran.tool, "body": ran.body}}
+        t_cmd = time.perf_counter()
+        self.busy = "command"
+        try:
+            if self.imagination:  # dream: the imagined feedback stands for the sandbox's
+                outcome = self.imagination.execute(step, ran, self.sandbox)
+            else:
+                outcome = execute(ran, self.sandbox)
+        except KeyboardInterrupt:
+            if not self.human:
+                raise
+            outcome = ToolResult(protocol.HUMAN["interrupted_command"])
+            step.human = {**(step.human or {}), "interrupted": "command"}
+        finally:
+            self.busy = None
+        command_s = time.perf_counter() - t_cmd
+        if ran is action:
+            self._observe(step, action, outcome, turn)
+        else:
+            self._observe_replaced(step, action, ran, outcome, turn)
+        if self.imagination:
+            self.imagination.observed(step)
+        return command_s
+
+    def _interjection(self, step: Step, during: str) -> None:
+        """After Ctrl-C stopped the model or a command: the person's message goes to the model."""
+        message = self.human.interjection(step, during) if self.human else None
+        if message is None:
+            raise Stop()
+        step.human = {**(step.human or {}), "message": message}
+        if self.trajectory:
+            self.trajectory.update(step)
+        if message.strip():
+            self.tell(message)
 
     def _observe(self, step: Step, action: Action, outcome: ToolResult, turn: int) -> None:
         if outcome.command is not None:
@@ -250,6 +414,23 @@ class Agent:
                                                 tool=action.tool)
         step.observation = outcome.feedback
         self._append(f"tool: {action.tool}", message.body, message.upper_bound)
+
+    def _observe_replaced(self, step: Step, proposed: Action, ran: Action, outcome: ToolResult, turn: int) -> None:
+        """The person ran ``ran`` instead of the model's call: one user message says so, with what
+        ran, its output and the budget, as a tool result would have them."""
+        if outcome.command is not None:
+            step.command_status, step.exit_code = outcome.command.status, outcome.command.exit_code
+        if outcome.submitted_patch is not None:
+            self.submission, step.submitted = outcome.submitted_patch, True
+        head = protocol.human_message("edited", tool=proposed.tool, action=ran) + "\n\n"
+        count = self.model.counter.count
+        header_tokens = count(head)
+        message = protocol.budgeted_tool_result(outcome.feedback, remaining_turns=self.limits.max_turns - turn,
+                                                context_window=self.limits.context_window,
+                                                tokens_so_far=self.tokens_used + header_tokens, count=count,
+                                                tool=ran.tool)
+        step.observation = outcome.feedback
+        self._append("user", head + message.body, message.upper_bound + header_tokens + 8)
 
     def _append(self, role: str, body: str, bound: int | None = None) -> None:
         """Add a message after the latest reply. Its tokens are settled at the next request;

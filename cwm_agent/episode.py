@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cwm_agent import protocol
-from cwm_agent.agent import Agent, Events, Limits
+from cwm_agent.agent import Agent, Events, Human, Limits
 from cwm_agent.config import Settings
 from cwm_agent.models.client import Model
 from cwm_agent.sandbox.base import Sandbox
@@ -64,7 +64,7 @@ class Episode:
 def open_episode(model: Model, settings: Settings, *, repo: Path | None, run_id: str,
                  trajectory_path: Path | None, task: dict[str, Any], image: str | None = None,
                  imagine: ImagineSpec | None = None, events: Events | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[Episode]:
+                 should_stop: Callable[[], bool] | None = None, human: Human | None = None) -> Iterator[Episode]:
     """Open the sandbox, record the configuration, build the agent; close the sandbox on exit.
 
     ``task`` goes into the trajectory's header (label, issue, ...); the sandbox's base commit and
@@ -85,5 +85,5 @@ def open_episode(model: Model, settings: Settings, *, repo: Path | None, run_id:
             trajectory.header["imagination"] = imagine.describe()
         agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools_for(settings),
                       reasoning=settings.reasoning, trajectory=trajectory, events=events,
-                      should_stop=should_stop or (lambda: False), imagination=imagination)
+                      should_stop=should_stop or (lambda: False), imagination=imagination, human=human)
         yield Episode(agent, sandbox, trajectory)

@@ -290,6 +290,48 @@ FEEDBACK = {
     ),
 }
 
+# What the model reads when a person steers the episode (`cwm-agent chat`). CWM was never trained
+# on these: they are ours, written in the voice of its scaffold's own messages, and each goes to
+# the model as a user message (or, for an interrupted command, as that command's output), so the
+# transcript stays append-only and says truthfully what happened. An interjection and a follow-up
+# are the person's words, verbatim.
+HUMAN = {
+    "rejected": "The user rejected your {tool} call; it did not run.",
+    "rejected_saying": "The user rejected your {tool} call; it did not run. The user says:\n{message}",
+    # then the <output> and <budget> blocks, as a tool result would have them
+    "edited": (
+        "The user edited your {tool} call before it ran. This ran instead:\n"
+        "\n"
+        "{action}\n"
+        "\n"
+        "Its result:"
+    ),
+    "interrupted_command": (
+        "The user interrupted this command. "
+        "A fresh session has started with the current working directory reset to default."
+    ),
+    "typed": (
+        "The user ran this command in the shell themselves:\n"
+        "\n"
+        "{action}\n"
+        "\n"
+        "{output}"
+    ),
+    "undone": (
+        "The user undid the changes of turn {turn}: the files of the repository are back as they were "
+        "before that turn's {tool} call ({paths}). The shell session itself was not reset."
+    ),
+    # a resumed session: CWM's own restart notice (the shell and its state are new)
+    "resumed": FEEDBACK["session_died"],
+}
+
+
+def human_message(kind: str, **fields: str) -> str:
+    """One of HUMAN's texts, filled in (``action`` fields take an Action, rendered as the model writes it)."""
+    filled = {key: render_action(value) if isinstance(value, Action) else value for key, value in fields.items()}
+    return HUMAN[kind].format(**filled)
+
+
 # --- prompts -----------------------------------------------------------------------------
 
 
@@ -607,6 +649,16 @@ class Transcript:
         transcript = cls(reasoning=reasoning)
         transcript._add_message("system", system)
         transcript._add_message("user", user)
+        return transcript
+
+    @classmethod
+    def restore(cls, text: str, messages: list[tuple[str, str]], *, reasoning: bool = True) -> Transcript:
+        """A transcript saved as its ``text`` and ``messages`` (a resumed session), exactly as it was."""
+        if not text.startswith(BOS):
+            raise ValueError("a saved transcript starts with " + BOS)
+        transcript = cls(reasoning=reasoning)
+        transcript._parts = [text]
+        transcript._messages = [(role, body) for role, body in messages]
         return transcript
 
     def _append(self, *parts: str) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class Step:
     exit_code: int | None = None
     submitted: bool = False
     imagined: dict[str, Any] | None = None  # imagination: predicted observation and its scores
+    # chat: what the person did (rejected: their message; replaced_with: the action that ran
+    # instead; interrupted: "model" or "command", then message; typed: a command they ran)
+    human: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # model, command, overhead (seconds)
     tokens: dict[str, int | None] = field(default_factory=dict)  # prompt, completion, context_used
 
@@ -81,6 +84,25 @@ class Trajectory:
     def add(self, step: Step) -> None:
         self.steps.append(step)
         self._step_json.append(dumps(asdict(step)))
+        self.save()
+
+    def update(self, step: Step) -> None:
+        """Re-record a step already added (chat adds the person's message to an interrupted one)."""
+        for i in range(len(self.steps) - 1, -1, -1):
+            if self.steps[i] is step:
+                self._step_json[i] = dumps(asdict(step))
+                self.save()
+                return
+
+    def carry_over(self, previous: dict[str, Any]) -> None:
+        """Continue a saved trajectory (chat --resume): its steps come first, and the header says
+        when the earlier part was created."""
+        known = {f.name for f in fields(Step)}
+        for data in previous.get("steps", []):
+            step = Step(**{k: v for k, v in data.items() if k in known})
+            self.steps.append(step)
+            self._step_json.append(dumps(asdict(step)))
+        self.header["resumed"] = [*previous.get("resumed", []), previous.get("created")]
         self.save()
 
     def finish(self, **result: Any) -> None:

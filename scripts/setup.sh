@@ -9,10 +9,15 @@ VENV=${CWM_AGENT_VENV:-.venv}
 PY=${PYTHON:-python3}
 
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
-if ! command -v mmdebstrap >/dev/null 2>&1; then
-  log "installing mmdebstrap (builds the sandbox image without a registry)"
+# mmdebstrap builds the sandbox image without a registry; tmux is the real terminal that the
+# tests of `cwm-agent chat` type into.
+missing=()
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 bash scripts/install-docker.sh
 

@@ -690,3 +690,32 @@ def test_transcript_is_append_only(ops, reasoning):
         assert len(t.messages) == len(before_messages) + 1
         assert t.prompt == t.text + generation_prompt(reasoning)
     assert t.text.startswith(BOS + render_message("system", "system"))
+
+
+# --- a person in the loop (chat): our texts, beside CWM's ----------------------------------------
+
+def test_human_texts_golden():
+    # Ours, not CWM's: pinned so that a change is a decision, not an accident.
+    assert protocol.human_message("rejected_saying", tool="bash", message="run only tests/test_x.py") == (
+        "The user rejected your bash call; it did not run. The user says:\nrun only tests/test_x.py")
+    assert protocol.human_message("edited", tool="bash", action=protocol.Action("bash", "pytest -x")) == (
+        "The user edited your bash call before it ran. This ran instead:\n\n<tool: bash>\npytest -x\n</tool>\n\n"
+        "Its result:")
+    # A resumed session's fresh shell is announced in CWM's own restart wording.
+    assert protocol.HUMAN["resumed"] == ("The current session has terminated unexpectedly. A fresh session has "
+                                         "started with the current working directory reset to default.")
+    assert protocol.HUMAN["interrupted_command"].endswith(
+        "A fresh session has started with the current working directory reset to default.")
+
+
+def test_a_restored_transcript_is_the_saved_one():
+    t = protocol.Transcript.start("system text", "the issue")
+    t.add_assistant("Look.\n</think>\n<tool: bash>\nls\n</tool>", protocol.EOT)
+    t.add_tool_result("bash", "<output>\na\n</output>")
+    again = protocol.Transcript.restore(t.text, t.messages)
+    assert again.prompt == t.prompt and again.messages == t.messages
+    again.add_user("more")
+    t.add_user("more")
+    assert again.prompt == t.prompt
+    with pytest.raises(ValueError):
+        protocol.Transcript.restore("no bos", [])

@@ -180,6 +180,79 @@ def solve(
     raise typer.Exit(code)
 
 
+@app.command()
+def chat(
+    repo: Optional[Path] = typer.Option(None, "--repo", help="Repository to work on (default: current directory). Changed only by /apply, after you say y."),
+    issue: Optional[str] = typer.Option(None, "--issue", help="The task: its text, or a path to a file holding it (default: asked at the prompt)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the session saved in this run folder (a fresh sandbox with its files; works after a crash or kill -9)."),
+    mode: str = typer.Option("confirm", "--mode", help="confirm (ask before each action) | yolo (run everything) | human (you type the commands). Switch any time with /mode."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm')."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit over the whole session (CWM's default {protocol.MAX_TURNS})."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
+    max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End CWM's turn after this many malformed replies in a row; 0: never (default 5)."),
+    bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new folder under ./cwm-runs/)."),
+) -> None:
+    """Work on a repository together with CWM: approve, edit or reject each action, steer it, take the result.
+
+    CWM works in a sandbox copy; your repository changes only when you /apply. At the
+    approval prompt: Enter or `y` runs the action, `n MESSAGE` rejects it (MESSAGE goes to
+    CWM), `e` edits it first, `a` allows its first word for the session. Ctrl-C stops the
+    model or a command and asks what to tell CWM; Ctrl-C again leaves. /help lists the
+    commands (/diff /undo /apply /mode /allowed /save /quit). The session is saved after
+    every step: `cwm-agent chat --resume RUN` continues it. Exit code 0 when you leave with
+    /quit or Ctrl-D, 130 after Ctrl-C, 2 for bad input or broken infrastructure.
+
+    Example: `cwm-agent chat --repo ~/src/mylib --base-url http://gpu-box:8000/v1`
+    """
+    from cwm_agent.cli.chat import MODES, ChatRequest, load_session, run_chat
+
+    if format not in (None, "cwm", "chat"):
+        raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
+    if sandbox not in (None, "auto", "docker", "bwrap"):
+        raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
+    if mode not in MODES:
+        raise UsageProblem(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    flags = dict(base_url=base_url, model=model, format=format, image=image, temperature=temperature, top_p=top_p,
+                 sandbox=sandbox, max_turns=max_turns, command_timeout=command_timeout, memory=memory,
+                 tools="bash-only" if bash_only else None, max_format_errors=max_format_errors)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    saved = None
+    if resume is not None:
+        out_dir = resume.expanduser().resolve()
+        try:
+            saved = load_session(out_dir)
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
+        flags = {**saved.get("flags", {}), **flags}  # what the session ran with, unless passed again
+        repo = repo or Path(saved["repo"])
+        issue_text, label = saved.get("issue"), saved.get("label") or Path(saved["repo"]).name
+        mode = saved.get("mode", mode) if mode == "confirm" else mode
+    else:
+        stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
+        out_dir = (out or Path("cwm-runs") / f"{stamp}-chat-{_slug((repo or Path.cwd()).resolve().name)}").resolve()
+        issue_text, label = (read_issue(issue) if issue else None), None
+    repo_dir = (repo or Path.cwd()).expanduser().resolve()
+    if not repo_dir.is_dir():
+        raise UsageProblem(f"repository {repo_dir} does not exist or is not a directory; pass --repo PATH")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"cannot create the run folder {out_dir}: {exc.strerror}; pass --out DIR") from None
+    settings = settings_from(api_key=api_key, command="chat", **flags)
+    request = ChatRequest(repo=repo_dir, issue=issue_text, label=label or repo_dir.name, out=out_dir,
+                          settings=settings, flags=flags, mode=mode, resume=saved)
+    raise typer.Exit(run_chat(request, console=console))
+
+
 CONFIG_HELP = ("An eval configuration (TOML), e.g. evals/bundled.toml: the task set, model settings, limits, "
                "attempts, workers, imagination and grading as data (see evals/README.md). Layered above "
                "./cwm-agent.toml and below CWM_AGENT_* variables and these flags; report.json records the "

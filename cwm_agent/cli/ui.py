@@ -87,8 +87,9 @@ class LiveView(Events):
         self._stop_status()
         if step.action is None:
             self._reasoning(step)
-            label = "cut off" if step.cut_off else "format error"
-            self.console.print(Text(f"{label}: {step.format_error or ''}", style="yellow"))
+            if step.cut_off or step.format_error:  # else it was the final summary: shown at the end
+                label = "cut off" if step.cut_off else "format error"
+                self.console.print(Text(f"{label}: {step.format_error or ''}", style="yellow"))
         elif step.imagined and step.imagined.get("mode"):  # predicted next to actual (or dreamt)
             self.console.print(imagination_view(step, self.observation_lines))
         elif step.observation is not None:

@@ -267,8 +267,9 @@ class BwrapSandbox(SessionSandbox):
         argv = bwrap_argv(self.bwrap, self.rootfs, self.testbed, home, command=command,
                           repo_root=self.repo_root, info_fd=info_fd)
         try:
+            # Its own session: Ctrl-C at the terminal stops a step of ours, and must not kill the sandbox.
             return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                    pass_fds=(info_fd,) if info_fd is not None else ())
+                                    pass_fds=(info_fd,) if info_fd is not None else (), start_new_session=True)
         except OSError as exc:
             raise SandboxError(f"cannot run {self.bwrap}: {exc}") from exc
 

@@ -36,12 +36,24 @@ class SessionSandbox:
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
         try:
             return self.session.run(command, timeout=timeout)
+        except KeyboardInterrupt:
+            # Ctrl-C while the command ran (chat stops the step this way): end every process it
+            # started, so the session is fresh for the next command, then let the interrupt go on.
+            self._fresh_session()
+            raise
         except SessionBroken as broken:
             # The sandbox itself is unusable (its keeper was killed, bash was deleted...):
             # start over from the starting state; the model sees the usual restart notice.
             log.warning("sandbox %s broke (%s); rebuilding it from the starting state", self.run_id, broken)
             self._rebuild()
             return CommandResult("", None, broken.status, broken.seconds)
+
+    def _fresh_session(self) -> None:
+        try:
+            self.session.restart()
+        except SessionBroken as broken:
+            log.warning("sandbox %s broke (%s); rebuilding it from the starting state", self.run_id, broken)
+            self._rebuild()
 
     def diff(self, *, exclude: Sequence[str] = ()) -> str:
         """`git diff --binary` of the work tree against `base_commit` (new, deleted and
@@ -58,6 +70,12 @@ class SessionSandbox:
             raise SandboxError(f"git diff in the sandbox failed (exit {code}): "
                                f"{(err or out).decode(errors='replace').strip()[-500:]}")
         return out.decode("utf-8", errors="replace")
+
+    def exec(self, argv: list[str], *, timeout: float = 600) -> tuple[int, bytes, bytes]:
+        """Run a program beside the model's session (its own process and output, the repo root as
+        its working directory, the session's cwd and variables untouched): (exit code, stdout,
+        stderr). For the harness's own work in the sandbox: diffs, snapshots."""
+        return self._exec(argv, timeout=timeout)
 
     def close(self) -> None:
         if self._closed:
