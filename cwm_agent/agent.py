@@ -126,7 +126,7 @@ class Agent:
                  tools: tuple[str, ...] = protocol.ALL_TOOLS, reasoning: bool = True,
                  trajectory: Trajectory | None = None, events: Events | None = None,
                  should_stop: Callable[[], bool] = lambda: False, imagination: Imagination | None = None,
-                 human: Human | None = None):
+                 human: Human | None = None, task: str = "patch"):
         self.model, self.sandbox = model, sandbox
         self.limits = limits or Limits()
         if model.max_context:  # the server's window, when smaller than ours, is the real limit
@@ -141,6 +141,9 @@ class Agent:
         self.submission: str | None = None
         self.totals = {"model": 0.0, "command": 0.0, "overhead": 0.0}
         self.human = human  # a person deciding each action (chat), else None
+        if task not in ("patch", "test"):
+            raise ValueError(f"an episode's task is 'patch' or 'test', not {task!r}")
+        self.task = task  # "patch": solve the issue; "test": write test_issue.py (CWM's test generation)
         self.turn = 0  # replies so far
         self.summary: str | None = None  # the final summary, once the episode finished
         self.busy: str | None = None  # "model" or "command" while waiting on one: where Ctrl-C may stop a step
@@ -269,7 +272,8 @@ class Agent:
                                         session_timeout=self.sandbox.command_timeout,
                                         context_window=self.limits.context_window,
                                         max_turns=self.limits.max_turns)
-        user = protocol.truncate_user_message(protocol.issue_prompt(issue, repo_root=self.sandbox.repo_root), count)
+        prompt = protocol.testgen_prompt if self.task == "test" else protocol.issue_prompt
+        user = protocol.truncate_user_message(prompt(issue, repo_root=self.sandbox.repo_root), count)
         self.transcript = Transcript.start(system, user, reasoning=self.reasoning)
         # Length of the transcript text already in the trajectory: what lies beyond it is the next
         # step's prompt delta.
@@ -375,7 +379,7 @@ class Agent:
             if self.imagination:  # dream: the imagined feedback stands for the sandbox's
                 outcome = self.imagination.execute(step, ran, self.sandbox)
             else:
-                outcome = execute(ran, self.sandbox)
+                outcome = execute(ran, self.sandbox, task=self.task)
         except KeyboardInterrupt:
             if not self.human:
                 raise

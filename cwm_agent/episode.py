@@ -64,11 +64,13 @@ class Episode:
 def open_episode(model: Model, settings: Settings, *, repo: Path | None, run_id: str,
                  trajectory_path: Path | None, task: dict[str, Any], image: str | None = None,
                  imagine: ImagineSpec | None = None, events: Events | None = None,
-                 should_stop: Callable[[], bool] | None = None, human: Human | None = None) -> Iterator[Episode]:
+                 should_stop: Callable[[], bool] | None = None, human: Human | None = None,
+                 kind: str = "patch") -> Iterator[Episode]:
     """Open the sandbox, record the configuration, build the agent; close the sandbox on exit.
 
     ``task`` goes into the trajectory's header (label, issue, ...); the sandbox's base commit and
     image are added when it does not name them. With ``imagine.dream`` no sandbox runs at all.
+    ``kind`` "test" makes it CWM's test-generation episode (the submission is test_issue.py).
     """
     imagine = imagine or ImagineSpec()
     imagination = build_imagination(model, imagine)  # a chat-format model is refused here
@@ -85,5 +87,6 @@ def open_episode(model: Model, settings: Settings, *, repo: Path | None, run_id:
             trajectory.header["imagination"] = imagine.describe()
         agent = Agent(model, sandbox, limits=Limits.from_settings(settings), tools=tools_for(settings),
                       reasoning=settings.reasoning, trajectory=trajectory, events=events,
-                      should_stop=should_stop or (lambda: False), imagination=imagination, human=human)
+                      should_stop=should_stop or (lambda: False), imagination=imagination, human=human,
+                      task=kind)
         yield Episode(agent, sandbox, trajectory)

@@ -195,6 +195,70 @@ ISSUE_TEMPLATE = (
     "repo root."
 )
 
+# CWM's test-generation task (cwm/rl/envs/envs/swerl_testgen_tool.py, USER_TESTGEN and
+# SUBMISSION_FEEDBACK_PROMPT): the same system prompt and tools, this first user message, and a
+# submit that takes any readable file (its `submit_file`, no diff check) and shows it back.
+TESTGEN_TEMPLATE = (
+    'Here is a GitHub issue and you are tasked to generate a test (`test_issue.py`) that can be used to reproduce and verify the fix for the issue:\n'
+    '\n'
+    '<issue_description>\n'
+    '{issue}\n'
+    '</issue_description>\n'
+    '\n'
+    'This test file should be completely self-contained and executable directly with `python test_issue.py`, without requiring any testing frameworks like pytest or unittest.\n'
+    '\n'
+    'IMPORTANT GUIDELINES:\n'
+    '\n'
+    'Create a standalone Python script (test_issue.py) that:\n'
+    '   - Imports only the necessary modules from the repository\n'
+    '   - Sets up the minimum environment needed to reproduce the issue\n'
+    '   - Contains all logic within the script itself (no external test dependencies)\n'
+    '   - Runs quickly and terminates itself (no background servers or long-running processes)\n'
+    '\n'
+    'CRITICAL: For each of the test cases: your test script MUST use these EXACT print statements to indicate test results for each test case:\n'
+    '   - Print "Issue reproduced" when the code confirms the bug exists\n'
+    '   - Print "Issue resolved" when the code runs without the issue\n'
+    '   - Print "Other issues" if there are any unexpected problems\n'
+    '\n'
+    'Example format for the test script:\n'
+    '\n'
+    '```python\n'
+    'from sqlfluff import lint\n'
+    '\n'
+    'def test__rules__std_L060_raised() -> None:\n'
+    '    try:\n'
+    '        sql = "SELECT   IFNULL(NULL, 100),\n'
+    '            NVL(NULL,100);"\n'
+    '        result = lint(sql, rules=["L060"])\n'
+    '        assert len(result) == 2\n'
+    '    except:\n'
+    '        print("Other issues")\n'
+    '        return\n'
+    '\n'
+    '    try:\n'
+    '        assert result[0]["description"] == "Use \'COALESCE\' instead of \'IFNULL\'."\n'
+    '        assert result[1]["description"] == "Use \'COALESCE\' instead of \'NVL\'."\n'
+    '        print("Issue resolved")\n'
+    '    except AssertionError:\n'
+    '        print("Issue reproduced")\n'
+    '        return\n'
+    '\n'
+    '    return\n'
+    '\n'
+    'test__rules__std_L060_raised()\n'
+    '```\n'
+    '\n'
+    'The [result] argument of <tool: submit> should be the path to the generated test file (`test_issue.py`), like this:\n'
+    '\n'
+    '<tool: submit>\n'
+    'test_issue.py\n'
+    '</tool>\n'
+    '\n'
+    "Your final response should be a summary of how the test works. I've uploaded the corresponding code repository at {repo_root} and installed all the necessary dependencies. Now, the bash session has started, with the current working directory set to the repo root."
+)
+TEST_VERDICTS = ("Issue reproduced", "Issue resolved", "Other issues")
+
+
 # A tool result's body: the feedback in <output>, a blank line, the budget (swerl_tool.py
 # FEEDBACK_OUTPUT_PROMPT and BUDGET_NOTICE_TEMPLATE). CWM estimates the message's size with the
 # budget template's placeholders left unformatted, so both parts are kept apart.
@@ -275,6 +339,14 @@ FEEDBACK = {
     "submit_unreadable": "Failed to submit {path}. Make sure it exists and is readable.",
     "submit_empty": "Failed to submit {path}. It is an empty file.",
     "submit_not_diff": "Failed to submit {path}. It is not a valid diff file.",
+    # submit, in a test-generation episode (TESTGEN_TEMPLATE)
+    "testgen_submit_success": (
+        "Review the following test which is marked as a submission:\n"
+        "\n"
+        "<submission>\n"
+        "{test}\n"
+        "</submission>"
+    ),
     # the bash session, after it was killed and restarted
     "session_timeout": (
         "The current session has terminated due to timeout. "
@@ -356,6 +428,11 @@ def system_prompt(
     )
     intro = SYSTEM_INTRO_REASONING if reasoning else SYSTEM_INTRO_PLAIN
     return f"{intro}\n\n{environment}"
+
+
+def testgen_prompt(issue: str, *, repo_root: str = "/testbed") -> str:
+    """The first user message of a test-generation episode, untruncated."""
+    return TESTGEN_TEMPLATE.format(issue=issue, repo_root=repo_root)
 
 
 def issue_prompt(issue: str, *, repo_root: str = "/testbed") -> str:

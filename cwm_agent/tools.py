@@ -59,12 +59,15 @@ class ToolResult:
     command: CommandResult | None = None  # the last session command this tool ran
 
 
-def execute(action: Action, sandbox: Sandbox) -> ToolResult:
-    """Run one tool call in the sandbox and return CWM's feedback for it.
+def execute(action: Action, sandbox: Sandbox, *, task: str = "patch") -> ToolResult:
+    """Run one tool call in the sandbox and return CWM's feedback for it. In a test-generation
+    episode (``task="test"``) submit takes any readable file, as CWM's `submit_file`.
 
     parse_action has already refused tools the episode does not offer. Raises SandboxError
     only when the sandbox itself fails.
     """
+    if action.tool == "submit" and task == "test":
+        return _submit_test(action.body, sandbox)
     runner = _TOOLS.get(action.tool)
     if runner is None:
         return ToolResult(protocol.FEEDBACK["no_such_tool"].format(tool=action.tool))
@@ -149,6 +152,28 @@ def _create(body: str, sandbox: Sandbox) -> ToolResult:
 
 # --- submit --------------------------------------------------------------------------------
 
+def _read_submitted(path: str, sandbox: Sandbox) -> tuple[bytes | None, CommandResult]:
+    """The file's exact bytes through the session (None: unreadable)."""
+    # stdin from /dev/null: a path that expands to nothing must not leave cat reading the session.
+    result = sandbox.run(f"( set -o pipefail; cat {path} 2>&1 </dev/null | base64 )")
+    if result.status != "ok" or result.exit_code != 0:
+        return None, result
+    try:
+        return base64.b64decode(result.output, validate=False), result
+    except ValueError:
+        return None, result
+
+
+def _submit_test(body: str, sandbox: Sandbox) -> ToolResult:
+    """CWM's `submit_file` (test generation): any readable file is the submission, shown back."""
+    path = body.strip()
+    raw, result = _read_submitted(path, sandbox)
+    if raw is None:
+        return ToolResult(protocol.FEEDBACK["submit_unreadable"].format(path=path), command=result)
+    shown = protocol.FEEDBACK["testgen_submit_success"].format(test=raw.decode("utf-8", errors="replace"))
+    return ToolResult(shown, submitted_patch=raw.decode("utf-8", errors="surrogateescape"), command=result)
+
+
 def _submit(body: str, sandbox: Sandbox) -> ToolResult:
     """CWM's submit: ``cat {path}`` in the session, the path stripped and NOT quoted (so
     ``$PWD/fix.diff`` and ``~/fix.diff`` expand as they did in training); the output must
@@ -161,13 +186,8 @@ def _submit(body: str, sandbox: Sandbox) -> ToolResult:
     """
     path = body.strip()
     feedback = protocol.FEEDBACK
-    # stdin from /dev/null: a path that expands to nothing must not leave cat reading the session.
-    result = sandbox.run(f"( set -o pipefail; cat {path} 2>&1 </dev/null | base64 )")
-    if result.status != "ok" or result.exit_code != 0:
-        return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
-    try:
-        raw = base64.b64decode(result.output, validate=False)
-    except ValueError:
+    raw, result = _read_submitted(path, sandbox)
+    if raw is None:
         return ToolResult(feedback["submit_unreadable"].format(path=path), command=result)
     content = raw.decode("utf-8", errors="surrogateescape")
     if content.strip() == "":

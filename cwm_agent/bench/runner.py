@@ -54,7 +54,10 @@ EVAL_KEYS: dict[str, str] = {
     "split": "str",  # recorded (datasets by name come later)
     "attempts": "int", "workers": "int", "filter": "str", "slice": "str", "shuffle": "int",
     "imagine": "str", "imagine_tokens": "int", "grade": "bool",
+    "test_attempts": "int", "select": "str",  # test-time scaling (selection.py)
 }
+# `--select tests` without --attempts / --test-attempts: K = M = 8 (CWM used 40 and reported best@16).
+SCALING_DEFAULT = 8
 BUNDLED = "bundled"
 
 
@@ -72,6 +75,10 @@ def check_option(key: str, value: Any, origin: str) -> None:
         return
     if key in ("attempts", "workers") and value < 1:
         raise ConfigError(f"{origin}: {key} must be at least 1, got {value}")
+    if key == "test_attempts" and value < 0:
+        raise ConfigError(f"{origin}: test_attempts must be 0 or more, got {value}")
+    if key == "select" and value not in ("tests", "majority", "first"):
+        raise ConfigError(f"{origin}: select must be tests, majority or first, got {value!r}")
     if key == "slice" and not re.fullmatch(r"-?\d*:-?\d*", value):
         raise ConfigError(f"{origin}: slice must be START:STOP (e.g. 0:10 or 5:), got {value!r}")
     if key == "filter":
@@ -93,6 +100,8 @@ class EvalOptions:
     rerun: bool = False  # run finished attempts again
     grade: bool = True
     imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox, no grading
+    test_attempts: int = 0  # test-generation episodes per task (CWM's test-time scaling)
+    select: str | None = None  # tests | majority | first: choose one patch per task (selection.py)
     # recorded in report.json, not used by the run itself
     tasks: str | None = None  # as given ("bundled", a path)
     split: str | None = None
@@ -106,7 +115,8 @@ class EvalOptions:
                 "tasks_path": str(task_source(self.tasks).resolve()) if self.tasks else None,
                 "split": self.split, "attempts": self.attempts, "workers": self.workers, "filter": self.filter,
                 "slice": self.slice, "shuffle": self.shuffle, "imagine": imagine,
-                "imagine_tokens": self.imagine.max_tokens, "grade": self.grade}
+                "imagine_tokens": self.imagine.max_tokens, "grade": self.grade,
+                "test_attempts": self.test_attempts, "select": self.select}
 
 
 def run_config(settings: Settings, opts: EvalOptions, config_file: ConfigFile | None) -> dict[str, Any]:
@@ -192,6 +202,11 @@ class Recorder:
         self.out, self.model_name = out, model_name
         self.lock = threading.Lock()
 
+    def record_test(self, made: TestAttempt) -> None:
+        with self.lock:
+            with (self.out / "tests.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write(dumps(asdict(made)) + "\n")
+
     def record(self, result: AttemptResult) -> None:
         with self.lock:
             with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:
@@ -253,6 +268,109 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
                          finished=episode.exit.finished, grade_unfinished=settings.grade_unfinished)
 
 
+@dataclass
+class TestAttempt:
+    """One test-generation episode (CWM's USER_TESTGEN): its submitted test_issue.py."""
+
+    instance_id: str
+    attempt: int
+    exit: str
+    detail: str
+    infrastructure: bool
+    test: str  # the submitted file ("" when none)
+    finished: bool
+    turns: int
+    tokens: int
+    seconds: float
+
+
+def load_tests(path: Path) -> dict[tuple[str, int], TestAttempt]:
+    done: dict[tuple[str, int], TestAttempt] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = TestAttempt(**json.loads(line))
+            except (ValueError, TypeError):
+                continue
+            done[(row.instance_id, row.attempt)] = row
+    return done
+
+
+def _checkout_for(task: Task, tmp: str) -> Path | None:
+    """The repository a sandbox copies for ``task`` (None: its image holds it)."""
+    if task.image:
+        return None
+    repo = Path(tmp) / "repo"
+    task.checkout(repo)
+    return repo
+
+
+def run_test_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
+                     on_turn: Callable[[int], None], should_stop: Callable[[], bool]) -> TestAttempt:
+    """A test-generation episode on the task's issue; its test lands in test-attempt-N/test_issue.py."""
+    folder = out / "instances" / task.instance_id / f"test-attempt-{attempt}"
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    statement = issue_statement(task.problem_statement)
+    with tempfile.TemporaryDirectory(prefix="cwm-testgen-") as tmp:
+        with open_episode(model, settings, repo=_checkout_for(task, tmp), run_id=f"testgen-{task.instance_id}-{attempt}",
+                          trajectory_path=folder / "trajectory.json", image=task.image, kind="test",
+                          task={"label": task.instance_id, "attempt": attempt, "issue": statement, "kind": "test"},
+                          events=_TaskEvents(on_turn), should_stop=should_stop) as ep:
+            episode = ep.agent.run(statement)
+    test = episode.submission or ""
+    if test:
+        (folder / "test_issue.py").write_bytes(test.encode("utf-8", "surrogateescape"))
+    return TestAttempt(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
+                       test, episode.exit.finished, episode.turns, episode.tokens, time.monotonic() - started)
+
+
+def select_task(task: Task, results: list[AttemptResult], tests: list[TestAttempt], *, method: str,
+                settings: Settings, out: Path, run: bool = True) -> dict[str, Any]:
+    """Choose one of the task's patches (selection.py) and save why in instances/ID/selection.json.
+    The task is blinded first: selection never sees the hidden tests. ``run`` False: only the
+    saved executions are used (re-selection)."""
+    from cwm_agent.bench import selection
+    from cwm_agent.episode import open_sandbox
+
+    seen = selection.blinded(task)
+    folder = out / "instances" / task.instance_id
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "selection.json"
+    candidates = [selection.Candidate(r.attempt, r.patch, r.tokens) for r in sorted(results, key=lambda r: r.attempt)
+                  if not r.infrastructure and r.counted and r.patch.strip()]
+    generated = [selection.GeneratedTest(t.attempt, t.test) for t in sorted(tests, key=lambda t: t.attempt)
+                 if t.finished and t.test.strip()]
+    executions = selection.load_executions(record)
+    if run and method == "tests" and candidates:
+        with tempfile.TemporaryDirectory(prefix="cwm-select-") as tmp:
+            repo = _checkout_for(seen, tmp)
+
+            def fresh(subject: str):
+                return lambda: open_sandbox(settings, repo, f"select-{task.instance_id}-{subject}", image=seen.image)
+
+            subjects = [("base", None)] + [(f"attempt-{c.attempt}", c.patch) for c in candidates]
+            for subject, patch in subjects:
+                if subject not in executions:
+                    executions[subject] = selection.execute(fresh(subject), subject, patch, generated,
+                                                            test_command=seen.test_command)
+    chosen = selection.choose(method, candidates, executions)
+    selection.save(record, chosen, executions)
+    by_attempt = {r.attempt: r for r in results}
+    winner = by_attempt.get(chosen.winner) if chosen.winner is not None else None
+    majority = selection.choose("majority", candidates)
+    first = selection.choose("first", candidates)
+    return {"instance_id": task.instance_id, "method": method, "winner": chosen.winner,
+            "resolved": bool(winner and winner.resolved), "reason": chosen.reason,
+            "majority_winner": majority.winner,
+            "majority_resolved": bool(majority.winner and by_attempt[majority.winner].resolved),
+            "first_resolved": bool(first.winner and by_attempt[first.winner].resolved),
+            "any_resolved": any(bool(r.resolved) for r in results if not r.infrastructure),
+            "candidates": len(candidates), "tests": len(generated), "kept_tests": len(chosen.kept_tests),
+            "container_seconds": round(chosen.container_seconds, 3),
+            "patch": winner.patch if winner else ""}
+
+
 class Progress:
     """What a progress display needs: totals and one row per running attempt."""
 
@@ -270,14 +388,21 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
     build_imagination(model, opts.imagine)  # refuse a chat-format model once, before any attempt
     opts.out.mkdir(parents=True, exist_ok=True)
     done = load_results(opts.out / "results.jsonl")
-    todo = plan(select(tasks, opts), done, opts)
+    chosen_tasks = select(tasks, opts)
+    todo: list[tuple[Task, int, str]] = [(t, a, "patch") for t, a in plan(chosen_tasks, done, opts)]
+    tests_done = load_tests(opts.out / "tests.jsonl")
+    for task in chosen_tasks:
+        for attempt in range(1, opts.test_attempts + 1):
+            prior = tests_done.get((task.instance_id, attempt))
+            if prior is None or opts.rerun or (opts.retry_errors and prior.infrastructure):
+                todo.append((task, attempt, "test"))
     recorder = Recorder(opts.out, model.name)
     progress = Progress(len(todo))
     stop = threading.Event()
     results: list[AttemptResult] = []
 
-    def work(task: Task, attempt: int) -> AttemptResult | None:
-        key = f"{task.instance_id}#{attempt}"
+    def work(task: Task, attempt: int, kind: str) -> AttemptResult | None:
+        key = f"{task.instance_id}#{attempt}" + (" (test)" if kind == "test" else "")
 
         def on_turn(turn: int) -> None:
             with progress.lock:
@@ -285,6 +410,8 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             on_update(progress)
 
         on_turn(0)
+        if kind == "test":
+            return _test_work(task, attempt, key, on_turn)
         try:
             result = run_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
                                  should_stop=stop.is_set, grade=opts.grade, imagine=opts.imagine)
@@ -303,8 +430,25 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
         on_update(progress)
         return result
 
+    def _test_work(task: Task, attempt: int, key: str, on_turn: Callable[[int], None]) -> None:
+        try:
+            made = run_test_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
+                                    should_stop=stop.is_set)
+        except Exception as exc:
+            made = TestAttempt(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
+                               True, "", False, 0, 0, 0.0)
+        finally:
+            with progress.lock:
+                progress.running.pop(key, None)
+        if made.exit != Exit.INTERRUPTED.value:
+            recorder.record_test(made)
+            with progress.lock:
+                progress.finished += 1
+            on_update(progress)
+        return None
+
     with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="eval") as pool:
-        pending = {pool.submit(work, task, attempt) for task, attempt in todo}
+        pending = {pool.submit(work, task, attempt, kind) for task, attempt, kind in todo}
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -315,7 +459,39 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
                 future.cancel()
             wait(pending)
             raise
+        if opts.select:
+            run_selection(chosen_tasks, opts, settings, pool=pool)
     return results
+
+
+def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *, pool: ThreadPoolExecutor | None = None,
+                  run: bool = True) -> list[dict[str, Any]]:
+    """Choose one patch per task (opts.select) from the saved attempts; selection.jsonl and
+    predictions-selected.jsonl hold the choices, instances/ID/selection.json the reasons."""
+    results = load_results(opts.out / "results.jsonl")
+    tests = load_tests(opts.out / "tests.jsonl")
+
+    def one(task: Task) -> dict[str, Any]:
+        mine = [r for (iid, _), r in results.items() if iid == task.instance_id]
+        made = [t for (iid, _), t in tests.items() if iid == task.instance_id]
+        try:
+            return select_task(task, mine, made, method=opts.select, settings=settings, out=opts.out, run=run)
+        except Exception as exc:  # one task's broken selection must not stop the others
+            return {"instance_id": task.instance_id, "method": opts.select, "winner": None, "resolved": False,
+                    "reason": f"selection failed: {type(exc).__name__}: {exc}", "error": True, "patch": ""}
+
+    if pool is not None:
+        chosen = list(pool.map(one, tasks))
+    else:
+        chosen = [one(task) for task in tasks]
+    with (opts.out / "selection.jsonl").open("w", encoding="utf-8") as fh:
+        for row in chosen:
+            fh.write(dumps({k: v for k, v in row.items() if k != "patch"}) + "\n")
+    with (opts.out / "predictions-selected.jsonl").open("w", encoding="utf-8") as fh:
+        for row in chosen:
+            fh.write(dumps({"instance_id": row["instance_id"], "model_patch": row["patch"],
+                            "model_name_or_path": f"cwm-agent (select {opts.select})"}) + "\n")
+    return chosen
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -326,6 +502,40 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rate(successes: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(successes, n)
+    return {"resolved": successes, "of": n, "rate": successes / n if n else 0.0, "ci95": [low, high]}
+
+
+def test_time_scaling(out: Path, rows: list[AttemptResult]) -> dict[str, Any] | None:
+    """pass@1 (mean over attempts, CWM's way), pass@k (any attempt resolves), best@k (the selected
+    one resolves), majority@k and first, each with its Wilson interval; and what each stage cost."""
+    path = out / "selection.jsonl"
+    if not path.is_file():
+        return None
+    chosen = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    scored = [r for r in rows if not r.infrastructure]
+    tests = list(load_tests(out / "tests.jsonl").values())
+    n = len(chosen)
+    return {
+        "method": chosen[0]["method"] if chosen else None,
+        "k": max((r.attempt for r in rows), default=0),
+        "test_attempts": max((t.attempt for t in tests), default=0),
+        "pass@1": _rate(sum(bool(r.resolved) for r in scored), len(scored)),
+        "pass@k": _rate(sum(bool(c.get("any_resolved")) for c in chosen), n),
+        "best@k": _rate(sum(bool(c.get("resolved")) for c in chosen), n),
+        "majority@k": _rate(sum(bool(c.get("majority_resolved")) for c in chosen), n),
+        "first": _rate(sum(bool(c.get("first_resolved")) for c in chosen), n),
+        "cost": {"candidates": {"tokens": sum(r.tokens for r in rows), "seconds": round(sum(r.seconds for r in rows), 1)},
+                 "test_generation": {"tokens": sum(t.tokens for t in tests),
+                                     "seconds": round(sum(t.seconds for t in tests), 1),
+                                     "tests_submitted": sum(bool(t.test) for t in tests)},
+                 "selection": {"container_seconds": round(sum(c.get("container_seconds", 0.0) for c in chosen), 1)}},
+        "per_task": [{k: c.get(k) for k in ("instance_id", "winner", "resolved", "majority_winner", "candidates",
+                                             "tests", "kept_tests", "reason")} for c in chosen],
+    }
 
 
 def report(out: Path, *, grade_unfinished: bool | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -369,6 +579,9 @@ def report(out: Path, *, grade_unfinished: bool | None = None, config: dict[str,
     }
     if config is not None:
         data["config"] = config
+    scaling = test_time_scaling(out, rows)
+    if scaling:
+        data["test_time_scaling"] = scaling
     imagined = [r for r in rows if r.imagination]
     if imagined:  # accuracy of the predicted observations, per task and over all of them
         per_task: dict[str, list[dict[str, Any]]] = {}

@@ -355,6 +355,8 @@ def eval_command(
     bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit."),
     imagine: Optional[str] = typer.Option(None, "--imagine", help=IMAGINE_HELP + " The report adds imagination accuracy per task. Default off."),
     imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
+    test_attempts: Optional[int] = typer.Option(None, "--test-attempts", help="Test-generation episodes per task (CWM's test_issue.py task), for --select tests (default 8 with it, else 0)."),
+    select_: Optional[str] = typer.Option(None, "--select", help="Choose one patch per task: tests (CWM's test-time scaling: existing and generated tests run against every candidate) | majority (the most frequent patch) | first. With tests, --attempts and --test-attempts default to 8. Re-running with another --select on the same --out re-selects without new episodes."),
 ) -> None:
     """Run many episodes over a task set, grade them as SWE-bench does, and report.
 
@@ -385,7 +387,7 @@ def eval_command(
                                   grade_unfinished=grade_unfinished), command="eval", config_file=file)
     options = _eval_options(file, tasks=None if tasks is None else str(tasks), workers=workers, attempts=attempts,
                             filter=filter, slice=slice_, shuffle=shuffle, grade=grade, imagine=imagine,
-                            imagine_tokens=imagine_tokens)
+                            imagine_tokens=imagine_tokens, test_attempts=test_attempts, select=select_)
     if options.get("tasks") is None:
         either = f"name one with `tasks = ...` in {config}" if config else "--config evals/NAME.toml"
         raise UsageProblem(f"no task set; pass TASKS (a folder like tasks/, a .jsonl of SWE-bench rows, or `bundled`) "
@@ -395,7 +397,11 @@ def eval_command(
         named = f" (`tasks` in {config})" if tasks is None and config else ""
         raise UsageProblem(f"no task set at {source}{named}; pass a folder like tasks/, a .jsonl file or `bundled`")
     out = out or Path("cwm-runs") / (config.stem if config is not None else "eval")
-    opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 1), attempts=options.get("attempts", 1),
+    scaling = options.get("select") == "tests"
+    default_k = evaluate.SCALING_DEFAULT if scaling else 1
+    opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 1), attempts=options.get("attempts", default_k),
+                                test_attempts=options.get("test_attempts", evaluate.SCALING_DEFAULT if scaling else 0),
+                                select=options.get("select"),
                                 filter=options.get("filter"), slice=options.get("slice"),
                                 shuffle=options.get("shuffle"), retry_errors=retry_errors, rerun=rerun,
                                 grade=options.get("grade", True),
@@ -474,6 +480,54 @@ def grade(
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"[dim]report: {written}[/]")
+
+
+@app.command("select")
+def select_command(
+    run_dir: Path = typer.Argument(..., help="An eval folder (its results.jsonl, tests.jsonl and per-task selection.json)."),
+    method: str = typer.Option("tests", "--select", help="tests | majority | first."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report's test_time_scaling block as JSON."),
+) -> None:
+    """Choose one patch per task again from a finished eval, without running any episode.
+
+    `tests` uses the executions saved in instances/ID/selection.json (run `eval --select tests`
+    on the folder first to make them); `majority` and `first` need only results.jsonl.
+    Rewrites selection.jsonl, predictions-selected.jsonl and report.json.
+    """
+    from cwm_agent.bench import runner as evaluate
+    from cwm_agent.bench.tasks import load_tasks
+
+    if method not in ("tests", "majority", "first"):
+        raise UsageProblem(f"--select must be tests, majority or first, not {method!r}")
+    report_path = run_dir / "report.json"
+    if not (run_dir / "results.jsonl").is_file() or not report_path.is_file():
+        raise UsageProblem(f"{run_dir} is not a finished eval folder (results.jsonl and report.json); "
+                           "pass the --out of a `cwm-agent eval` run")
+    config = json.loads(report_path.read_text(encoding="utf-8")).get("config") or {}
+    tasks_path = (config.get("eval") or {}).get("tasks_path")
+    if not tasks_path or not Path(tasks_path).exists():
+        raise UsageProblem(f"the task set of {run_dir} ({tasks_path}) is gone; selection needs its task rows")
+    opts = evaluate.EvalOptions(out=run_dir, select=method)
+    settings = Settings(**{k: v for k, v in (config.get("settings") or {}).items() if k != "api_key"})
+    ids = {line_id for line_id, _ in evaluate.load_results(run_dir / "results.jsonl")}
+    tasks = [t for t in load_tasks(Path(tasks_path)) if t.instance_id in ids]
+    evaluate.run_selection(tasks, opts, settings, run=False)
+    data = evaluate.report(run_dir, config=config)
+    scaling = data.get("test_time_scaling") or {}
+    if json_out:
+        print(json.dumps(scaling, indent=2))
+        return
+    table = Table(title=f"selection: {method}")
+    for column in ("measure", "resolved", "rate", "95% interval"):
+        table.add_column(column)
+    for name in ("pass@1", "pass@k", "best@k", "majority@k", "first"):
+        row = scaling.get(name) or {}
+        low, high = row.get("ci95", [0, 0])
+        table.add_row(name, f"{row.get('resolved', 0)}/{row.get('of', 0)}", f"{row.get('rate', 0):.1%}",
+                      f"{low:.1%}-{high:.1%}")
+    console.print(table)
+    for task in scaling.get("per_task", []):
+        console.print(f"[bold]{task['instance_id']}[/]: {escape(task.get('reason') or '')}", highlight=False)
 
 
 @app.command()

@@ -168,7 +168,7 @@ git config --local --unset-all core.worktree 2>/dev/null || true
 for remote in $(git remote); do git remote remove "$remote"; done
 # Credentials a CI checkout leaves in .git/config (actions/checkout's http.<url>.extraheader holds
 # the job's token) never reach the model.
-git config --local --name-only --get-regexp '^(http\..*extraheader|credential\..*|url\..*\.insteadof)$' 2>/dev/null |
+git config --local --name-only --get-regexp '^(http\\..*extraheader|credential\\..*|url\\..*\\.insteadof)$' 2>/dev/null |
   while read -r key; do git config --local --unset-all "$key" || true; done
 branch=$(git symbolic-ref -q HEAD || true)
 git for-each-ref --format='delete %(refname)' | {{ grep -v -x -F "delete $branch" || true; }} | git update-ref --stdin
