@@ -94,6 +94,16 @@ def test_swebench_verified_cwm_is_exactly_cwms_published_settings():
         assert cited in text
 
 
+def test_the_tts_config_is_cwms_test_time_scaling_recipe():
+    path = EVALS / "swebench-verified-cwm-tts.toml"
+    file, s = resolve(path)
+    assert (file.options["attempts"], file.options["test_attempts"], file.options["select"]) == (40, 40, "tests")
+    assert (s.temperature, s.top_p, s.max_turns, s.max_format_errors, s.grade_unfinished) == (1.0, 0.95, 128, 0, False)
+    text = path.read_text()
+    for cited in ("65.8", "best@16", "swerl_testgen_tool.py", "top-5", "cwm-agent select", "GPU cluster"):
+        assert cited in text
+
+
 # --- layering ---------------------------------------------------------------------------------
 
 

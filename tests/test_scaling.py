@@ -140,3 +140,29 @@ def test_choose_rules_without_docker():
     assert selection.choose("tests", candidates, executions).winner == 2  # 2 > 1: votes, then tokens
     assert selection.verdict("Issue reproduced\nOther issues") == "other"
     assert selection.blinded(load_tasks(TASKS_DIR / TASK)[0]).FAIL_TO_PASS == []
+
+
+def test_solve_with_attempts_writes_the_selected_patch(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n\n\ndef neg(a):\n    return -a\n")
+    (repo / "README.md").write_text("# calc\n")
+    (repo / "tests" / "test_calc.py").write_text("from calc import neg\n\n\ndef test_neg():\n    assert neg(2) == -2\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "base"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    fix = "sed -i 's/a - b/a + b/' calc.py"
+    reproducer = ('from calc import add\nprint("Issue resolved" if add(2, 3) == 5 else "Issue reproduced")\n')
+    script = patch_episode(README) + patch_episode(fix) + writer_episode(reproducer)
+    with ScriptedServer(script, model_id="facebook/cwm") as server:
+        done = subprocess.run([sys.executable, "-m", "cwm_agent.cli", "solve", "--repo", str(repo), "--issue",
+                               "add() subtracts", "--base-url", server.base_url, "--out", str(tmp_path / "out"),
+                               "--attempts", "2", "--test-attempts", "1", "--json"],
+                              capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["winner"] == 2 and result["kept_tests"] == [1] and result["patch_applies"]
+    assert "+    return a + b" in (tmp_path / "out" / "patch.diff").read_text()
+    table = {c["attempt"]: c for c in result["candidates"]}
+    assert table[1]["existing_passed"] == table[2]["existing_passed"] == 1  # tests/test_calc.py::test_neg
+    assert (table[1]["generated_resolved"], table[2]["generated_resolved"]) == (0, 1)
+    assert (repo / "calc.py").read_text().startswith("def add(a, b):\n    return a - b")  # no --apply

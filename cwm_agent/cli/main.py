@@ -169,6 +169,9 @@ def solve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the model's full reasoning."),
     imagine: str = typer.Option("off", "--imagine", help=IMAGINE_HELP),
     imagine_tokens: Optional[int] = typer.Option(None, "--imagine-tokens", help="Token cap of one imagined output (default 4096)."),
+    attempts: int = typer.Option(1, "--attempts", help="Patch episodes (CWM's test-time scaling above 1): the selected patch goes to patch.diff, with a table of the candidates and why it won."),
+    test_attempts: Optional[int] = typer.Option(None, "--test-attempts", help="Test-generation episodes for --select tests (default: as many as --attempts)."),
+    select_: str = typer.Option("tests", "--select", help="With --attempts above 1: tests (run the repository's tests and the generated ones against every candidate) | majority | first."),
 ) -> None:
     """Solve one issue: run an episode in a sandbox copy of the repository and write a patch.
 
@@ -202,6 +205,19 @@ def solve(
     spec = ImagineSpec.parse(imagine, max_tokens=imagine_tokens)
     request = SolveRequest(repo=repo_dir, issue=issue_text, label=label, out=out_dir, settings=settings, imagine=spec,
                            apply=apply and not task, host_repo=repo_dir if not task else None)
+    if attempts < 1 or (test_attempts or 0) < 0:
+        raise UsageProblem("--attempts must be at least 1 and --test-attempts at least 0")
+    if select_ not in ("tests", "majority", "first"):
+        raise UsageProblem(f"--select must be tests, majority or first, not {select_!r}")
+    if attempts > 1:
+        from cwm_agent.cli.solve import run_solve_scaled
+
+        if spec.mode != "off":
+            raise UsageProblem("--imagine works with one attempt; drop it or --attempts")
+        tests = (attempts if test_attempts is None else test_attempts) if select_ == "tests" else 0
+        code = run_solve_scaled(request, attempts=attempts, test_attempts=tests, method=select_, console=console,
+                                quiet=quiet or json_out, json_out=json_out)
+        raise typer.Exit(code)
     code = run_solve(request, console=console, quiet=quiet or json_out, json_out=json_out, verbose=verbose)
     raise typer.Exit(code)
 
@@ -413,7 +429,11 @@ def eval_command(
     with EvalView(console) as view:
         evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
     resolved = evaluate.run_config(settings, opts, file)
-    console.print(report_table(evaluate.report(out, grade_unfinished=settings.grade_unfinished, config=resolved)))
+    data = evaluate.report(out, grade_unfinished=settings.grade_unfinished, config=resolved)
+    console.print(report_table(data))
+    if data.get("test_time_scaling"):
+        _print_scaling(data["test_time_scaling"], reasons=False)
+        console.print(f"[dim]selected patches: {out / 'predictions-selected.jsonl'} · why: {out / 'selection.jsonl'}[/]")
     if file is not None:
         console.print(f"[dim]config: {file.path} (sha256 {file.sha256[:12]}…)[/]")
     console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
@@ -517,7 +537,13 @@ def select_command(
     if json_out:
         print(json.dumps(scaling, indent=2))
         return
-    table = Table(title=f"selection: {method}")
+    _print_scaling(scaling, reasons=True)
+
+
+def _print_scaling(scaling: dict, *, reasons: bool) -> None:
+    """pass@1, pass@k, best@k, majority@k and first, with their intervals; each task's choice."""
+    table = Table(title=f"test-time scaling: select {scaling.get('method')} · k = {scaling.get('k')} patches, "
+                        f"{scaling.get('test_attempts')} generated tests per task")
     for column in ("measure", "resolved", "rate", "95% interval"):
         table.add_column(column)
     for name in ("pass@1", "pass@k", "best@k", "majority@k", "first"):
@@ -526,8 +552,13 @@ def select_command(
         table.add_row(name, f"{row.get('resolved', 0)}/{row.get('of', 0)}", f"{row.get('rate', 0):.1%}",
                       f"{low:.1%}-{high:.1%}")
     console.print(table)
-    for task in scaling.get("per_task", []):
-        console.print(f"[bold]{task['instance_id']}[/]: {escape(task.get('reason') or '')}", highlight=False)
+    cost = scaling.get("cost") or {}
+    console.print(f"[dim]cost: candidates {cost.get('candidates', {}).get('seconds', 0)} s, test generation "
+                  f"{cost.get('test_generation', {}).get('seconds', 0)} s, selection "
+                  f"{cost.get('selection', {}).get('container_seconds', 0)} container-s[/]")
+    if reasons:
+        for task in scaling.get("per_task", []):
+            console.print(f"[bold]{task['instance_id']}[/]: {escape(task.get('reason') or '')}", highlight=False)
 
 
 @app.command()

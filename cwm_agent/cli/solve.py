@@ -187,3 +187,83 @@ def summary_markdown(req: SolveRequest, result: EpisodeResult, applies: bool | N
                      "observation was imagined by the model)", ""]
     lines.append(result.summary or "_The model gave no final summary._")
     return "\n".join(lines) + "\n"
+
+
+def run_solve_scaled(req: SolveRequest, *, attempts: int, test_attempts: int, method: str, console: Console,
+                     quiet: bool = False, json_out: bool = False) -> int:
+    """`solve --attempts K`: K patch episodes and M test-generation episodes, one after another,
+    then selection (bench/selection.py); the chosen patch goes to patch.diff."""
+    from rich.table import Table
+
+    from cwm_agent.bench import selection
+    from cwm_agent.bench.tasks import DEFAULT_TEST_COMMAND
+    from cwm_agent.sandbox import patch as patch_mod
+
+    _second_interrupt_forces()
+    settings = req.settings
+    model = connect_model(settings, console, quiet)
+    say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
+    runs: dict[int, EpisodeResult] = {}
+    candidates, tests = [], []
+    for kind, count in (("patch", attempts), ("test", test_attempts)):
+        for n in range(1, count + 1):
+            folder = req.out / (f"attempt-{n}" if kind == "patch" else f"test-attempt-{n}")
+            folder.mkdir(parents=True, exist_ok=True)
+            say(f"[bold]{'patch' if kind == 'patch' else 'test'} attempt {n}/{count}[/] …")
+            with episode.open_episode(model, settings, repo=req.repo, run_id=uuid.uuid4().hex[:12], kind=kind,
+                                      trajectory_path=folder / "trajectory.json",
+                                      task={"label": req.label, "repo": str(req.repo), "issue": req.issue,
+                                            "attempt": n, "kind": kind}) as ep:
+                result = ep.agent.run(req.issue)
+            if result.exit is Exit.INTERRUPTED:
+                return EXIT_INTERRUPTED
+            say(f"  {result.exit.value} after {result.turns} turns, {result.tokens:,} tokens")
+            submitted = result.submission or ""
+            if kind == "patch":
+                runs[n] = result
+                (folder / "patch.diff").write_bytes(submitted.encode("utf-8", "surrogateescape"))
+                if submitted.strip() and counts(result, settings.grade_unfinished):
+                    candidates.append(selection.Candidate(n, submitted, result.tokens))
+            elif submitted.strip() and result.exit.finished:
+                (folder / "test_issue.py").write_bytes(submitted.encode("utf-8", "surrogateescape"))
+                tests.append(selection.GeneratedTest(n, submitted))
+    executions: dict[str, selection.Execution] = {}
+    if method == "tests" and candidates:
+        subjects = [("base", None)] + [(f"attempt-{c.attempt}", c.patch) for c in candidates]
+        for subject, patch in subjects:
+            say(f"running the tests: {subject} …")
+            executions[subject] = selection.execute(
+                lambda subject=subject: episode.open_sandbox(settings, req.repo, f"select-{subject}-{uuid.uuid4().hex[:6]}"),
+                subject, patch, tests, test_command=DEFAULT_TEST_COMMAND)
+    chosen = selection.choose(method, candidates, executions)
+    selection.save(req.out / "selection.json", chosen, executions)
+    winner = runs.get(chosen.winner) if chosen.winner is not None else None
+    patch = winner.submission if winner else ""
+    (req.out / "patch.diff").write_bytes((patch or "").encode("utf-8", "surrogateescape"))
+    applies = bool(patch) and bool(patch_mod.check_applies(patch, req.repo))
+    if req.apply and patch and applies and req.host_repo:
+        patch_mod.apply_to_repo(patch, req.host_repo)
+        say(f"[green]applied to {req.host_repo}[/]")
+    rows = {row["attempt"]: row for row in chosen.table}
+    if json_out:
+        print(json.dumps({"winner": chosen.winner, "reason": chosen.reason, "method": method,
+                          "candidates": [{"attempt": n, "exit": r.exit.value, "tokens": r.tokens, **rows.get(n, {})}
+                                         for n, r in runs.items()],
+                          "tests": len(tests), "kept_tests": chosen.kept_tests, "patch": str(req.out / "patch.diff"),
+                          "patch_applies": applies, "container_seconds": round(chosen.container_seconds, 2)}))
+    elif not quiet:
+        table = Table(title=f"{len(runs)} candidates, {len(tests)} generated tests, select {method}")
+        for column in ("attempt", "exit", "tokens", "existing tests", "generated tests", "votes", "score", ""):
+            table.add_column(column)
+        for n, r in runs.items():
+            row = rows.get(n, {})
+            table.add_row(str(n), r.exit.value, f"{r.tokens:,}", str(row.get("existing_passed", "")),
+                          str(row.get("generated_resolved", "")), str(row.get("votes", "")),
+                          str(row.get("score", "")), "[green]chosen[/]" if n == chosen.winner else "")
+        console.print(table)
+        console.print(chosen.reason, highlight=False)
+        console.print(f"patch: {req.out / 'patch.diff'} · why: {req.out / 'selection.json'}", highlight=False)
+    else:
+        console.print(f"selected attempt {chosen.winner}: {req.out / 'patch.diff'}" if patch else "no patch selected",
+                      highlight=False)
+    return EXIT_OK if patch and applies else EXIT_NO_PATCH
