@@ -172,17 +172,21 @@ def select(tasks: list[Task], opts: EvalOptions) -> list[Task]:
     return chosen
 
 
-def load_results(path: Path) -> dict[tuple[str, int], AttemptResult]:
+def _latest(path: Path, kind: type) -> dict[tuple[str, int], Any]:
     """The latest record of each (instance, attempt); a torn last line from a crash is ignored."""
-    done: dict[tuple[str, int], AttemptResult] = {}
+    done: dict[tuple[str, int], Any] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                row = AttemptResult(**json.loads(line))
+                row = kind(**json.loads(line))
             except (ValueError, TypeError):
                 continue
             done[(row.instance_id, row.attempt)] = row
     return done
+
+
+def load_results(path: Path) -> dict[tuple[str, int], AttemptResult]:
+    return _latest(path, AttemptResult)
 
 
 def plan(tasks: list[Task], done: dict[tuple[str, int], AttemptResult], opts: EvalOptions) -> list[tuple[Task, int]]:
@@ -285,15 +289,7 @@ class TestAttempt:
 
 
 def load_tests(path: Path) -> dict[tuple[str, int], TestAttempt]:
-    done: dict[tuple[str, int], TestAttempt] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = TestAttempt(**json.loads(line))
-            except (ValueError, TypeError):
-                continue
-            done[(row.instance_id, row.attempt)] = row
-    return done
+    return _latest(path, TestAttempt)
 
 
 def _checkout_for(task: Task, tmp: str) -> Path | None:

@@ -70,7 +70,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -79,10 +78,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from cwm_agent.testing.loopback import Loopback
 
 LATEST_API_VERSION = "2026-03-10"
 DEFAULT_API_VERSION = "2022-11-28"  # what GitHub selects when X-GitHub-Api-Version is absent
@@ -124,6 +125,7 @@ _APP_IDS = {"github-actions[bot]": 15368, "dependabot[bot]": 29110, "copilot-swe
 
 _ASSOCIATIONS = {"COLLABORATOR", "CONTRIBUTOR", "FIRST_TIMER", "FIRST_TIME_CONTRIBUTOR", "MANNEQUIN", "MEMBER",
                  "NONE", "OWNER"}
+
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _stable(text: str, modulo: int) -> int:
     return zlib.crc32(text.encode()) % modulo
 
 
-class GitHubStandIn:
+class GitHubStandIn(Loopback):
     """A loopback GitHub REST API for one repository; use as a context manager.
 
     ``origin`` is the bare git repository pull requests are checked against (and what
@@ -200,6 +202,8 @@ class GitHubStandIn:
     act as; ``owner_type`` is "Organization" or "User". ``server_url`` is the web host the
     ``html_url`` fields use.
     """
+
+    thread_name = "github-stand-in"
 
     def __init__(
         self,
@@ -244,18 +248,13 @@ class GitHubStandIn:
         self._repo_updated = self._clock
         self._rate_reset = int(time.time()) + 3600
         self._rate_used: dict[str, int] = {}
-        self._httpd = _QuietServer(("127.0.0.1", port), _make_handler(self))
-        self._thread: threading.Thread | None = None
+        self._listen(_make_handler(self), port)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
-    @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.root_url
 
     @property
     def full_name(self) -> str:
@@ -267,28 +266,8 @@ class GitHubStandIn:
             return self.origin.resolve().as_uri()
         return f"{self.server_url}/{self.full_name}.git"
 
-    def start(self) -> GitHubStandIn:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="github-stand-in", daemon=True
-            )
-            self._thread.start()
-        return self
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    stop = close
-
-    def __enter__(self) -> GitHubStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    stop = Loopback.close
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -1254,15 +1233,6 @@ def _last_modified(moment: datetime) -> dict[str, str]:
 
 def _encode(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up (at exit) is normal here, not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _make_handler(stand_in: GitHubStandIn) -> type[BaseHTTPRequestHandler]:

@@ -30,17 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cwm_agent.protocol import CONTEXT_WINDOW, Action, render_action
+from cwm_agent.testing.loopback import Loopback
 
 
 def think(reasoning: str, tool: str, body: str) -> str:
@@ -170,15 +170,6 @@ def error_body(status: int, message: str, *, nested: bool = False) -> dict[str, 
     return {"object": "error", **info}
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up (at exit, or mid-stream) is normal here, not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
@@ -187,7 +178,7 @@ class _HTTPError(Exception):
         self.headers = headers
 
 
-class ScriptedServer:
+class ScriptedServer(Loopback):
     """A loopback vLLM look-alike that plays ``script``; use as a context manager.
 
     ``requests`` records every request as ``(path, json_body)`` (body None for GET) and
@@ -196,6 +187,8 @@ class ScriptedServer:
     tokens across events). ``api_key`` makes the server demand ``Authorization: Bearer KEY``
     as ``vllm serve --api-key`` does. ``nested_errors`` selects the newer vLLM error body.
     """
+
+    thread_name = "scripted-server"
 
     def __init__(
         self,
@@ -221,43 +214,14 @@ class ScriptedServer:
         self.peers: list[tuple[str, int]] = []  # client address per request (shows connection reuse)
         self._lock = threading.Lock()
         self._next = 0
-        self._httpd = _QuietServer(("127.0.0.1", port), _make_handler(self))
-        self._thread: threading.Thread | None = None
+        self._listen(_make_handler(self), port)
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
         return f"{self.root_url}/v1"
 
-    def start(self) -> ScriptedServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="scripted-server", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> ScriptedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- script ------------------------------------------------------------------------
 
