@@ -117,7 +117,8 @@ def test_a_labeled_issue_becomes_a_draft_pull_request(tmp_path, hub, origin, wor
     assert (tmp_path / "output.txt").read_text() == f"pr_url={pull['html_url']}\n"
     report = json.loads((tmp_path / "run" / "action.json").read_text())
     assert report["api_requests"] == len(hub.requests) and report["pr_url"] == pull["html_url"]
-    print("action report:", json.dumps({k: report[k] for k in ("api_requests", "timings")}))
+    print("action report:", json.dumps({k: report[k] for k in ("api_requests", "timings")}),
+          [f"{r.method} {r.route}" for r in hub.requests])
     # The token is nowhere the run wrote, nor in what the model saw (its `env` and .git/config).
     secret = [TOKEN, base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()]
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
