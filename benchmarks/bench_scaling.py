@@ -1,8 +1,8 @@
 """Test-time scaling on the bundled tasks: best@k against pass@1 and pass@k, and what selection
 costs (container-seconds) against the episodes themselves, in one run on this host's Docker.
 
-The model is the scripted server: on task i, `right = i % (K + 1)` of the K patch attempts submit
-the gold patch and the others an identical wrong one (a README note: every existing test still
+The model is the scripted server: on task i, the last `right = i % (K + 1)` of the K patch attempts
+to start submit the gold patch and the others an identical wrong one (a README note: every existing test still
 passes, the issue stays); of the M test attempts, one writes a reproduction test (it applies the
 task's test_patch, runs the fail-to-pass tests and prints CWM's verdict line) and the others a
 test that never runs. So `first` and `majority` are right only on some tasks, `tests` whenever a
@@ -79,7 +79,7 @@ def scripted(tasks, attempts: int, test_attempts: int):
             test = REPRODUCER.format(patch=task.test_patch, tests=task.FAIL_TO_PASS) if n == 0 else JUNK
             return think("Write the test.", "bash", write("test_issue.py", test))
         right = order[task_id] % (attempts + 1)
-        if n < right:
+        if n >= attempts - right:  # the right ones come last: `first` is wrong unless all are right
             return think("Fix.", "bash", write("/tmp/fix.patch", task.patch))
         return think("Note it.", "bash", "echo '<!-- see the docs -->' >> README.md && git add -A && "
                                          "git diff --cached > /tmp/fix.patch")
