@@ -719,3 +719,81 @@ def test_a_restored_transcript_is_the_saved_one():
     assert again.prompt == t.prompt
     with pytest.raises(ValueError):
         protocol.Transcript.restore("no bos", [])
+
+
+# --- CWM's test-generation task (swerl_testgen_tool.py at 7930e02), pasted -------------------------
+
+GOLDEN_TESTGEN = """\
+Here is a GitHub issue and you are tasked to generate a test (`test_issue.py`) that can be used to reproduce and verify the fix for the issue:
+
+<issue_description>
+{issue}
+</issue_description>
+
+This test file should be completely self-contained and executable directly with `python test_issue.py`, without requiring any testing frameworks like pytest or unittest.
+
+IMPORTANT GUIDELINES:
+
+Create a standalone Python script (test_issue.py) that:
+   - Imports only the necessary modules from the repository
+   - Sets up the minimum environment needed to reproduce the issue
+   - Contains all logic within the script itself (no external test dependencies)
+   - Runs quickly and terminates itself (no background servers or long-running processes)
+
+CRITICAL: For each of the test cases: your test script MUST use these EXACT print statements to indicate test results for each test case:
+   - Print "Issue reproduced" when the code confirms the bug exists
+   - Print "Issue resolved" when the code runs without the issue
+   - Print "Other issues" if there are any unexpected problems
+
+Example format for the test script:
+
+```python
+from sqlfluff import lint
+
+def test__rules__std_L060_raised() -> None:
+    try:
+        sql = "SELECT   IFNULL(NULL, 100),
+            NVL(NULL,100);"
+        result = lint(sql, rules=["L060"])
+        assert len(result) == 2
+    except:
+        print("Other issues")
+        return
+
+    try:
+        assert result[0]["description"] == "Use 'COALESCE' instead of 'IFNULL'."
+        assert result[1]["description"] == "Use 'COALESCE' instead of 'NVL'."
+        print("Issue resolved")
+    except AssertionError:
+        print("Issue reproduced")
+        return
+
+    return
+
+test__rules__std_L060_raised()
+```
+
+The [result] argument of <tool: submit> should be the path to the generated test file (`test_issue.py`), like this:
+
+<tool: submit>
+test_issue.py
+</tool>
+
+Your final response should be a summary of how the test works. I've uploaded the corresponding code repository at {repo_root} and installed all the necessary dependencies. Now, the bash session has started, with the current working directory set to the repo root."""
+
+GOLDEN_TESTGEN_SUBMISSION = """\
+Review the following test which is marked as a submission:
+
+<submission>
+{test}
+</submission>"""
+
+
+def test_testgen_literals_golden():
+    assert protocol.TESTGEN_TEMPLATE == GOLDEN_TESTGEN
+    assert protocol.FEEDBACK["testgen_submit_success"] == GOLDEN_TESTGEN_SUBMISSION
+    assert protocol.TEST_VERDICTS == ("Issue reproduced", "Issue resolved", "Other issues")
+    prompt = protocol.testgen_prompt("the issue", repo_root="/testbed")
+    assert "<issue_description>\nthe issue\n</issue_description>" in prompt
+    assert prompt.endswith("code repository at /testbed and installed all the necessary dependencies. Now, the bash "
+                           "session has started, with the current working directory set to the repo root.")

@@ -349,7 +349,7 @@ def select_task(task: Task, results: list[AttemptResult], tests: list[TestAttemp
             for subject, patch in subjects:
                 if subject not in executions:
                     executions[subject] = selection.execute(fresh(subject), subject, patch, generated,
-                                                            test_command=seen.test_command)
+                                                            test_command=selection.suite_command(seen))
     chosen = selection.choose(method, candidates, executions)
     selection.save(record, chosen, executions)
     by_attempt = {r.attempt: r for r in results}

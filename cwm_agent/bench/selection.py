@@ -54,6 +54,16 @@ _PIECE = 96 * 1024  # base64 characters per argument (one argv string holds 128 
 REPRODUCED, RESOLVED, OTHER = "reproduced", "resolved", "other"
 
 
+def suite_command(task: Task) -> str | None:
+    """How selection runs the repository's existing tests: the row's test_command, read as a
+    pytest -rA log; None for rows whose logs are not pytest's (their log_parser says so), which
+    then select by generated tests and votes alone (the grader reads only pytest logs too)."""
+    from cwm_agent.bench.grade import LOG_PARSER
+
+    parser = task.extra.get("log_parser")
+    return None if parser not in (None, LOG_PARSER) else task.test_command
+
+
 def blinded(task: Task) -> Task:
     """The task as selection may see it: the hidden tests and the gold patch removed."""
     return dataclasses.replace(task, test_patch="", FAIL_TO_PASS=[], PASS_TO_PASS=[], test_files=[],
@@ -145,9 +155,10 @@ def _shell(sandbox: Any, script: str, timeout: float) -> tuple[int, str]:
 
 
 def execute(open_sandbox: Callable[[], AbstractContextManager[Any]], subject: str, patch: str | None,
-            tests: Sequence[GeneratedTest], *, test_command: str, suite_timeout: float = SUITE_TIMEOUT,
+            tests: Sequence[GeneratedTest], *, test_command: str | None, suite_timeout: float = SUITE_TIMEOUT,
             test_timeout: float = TEST_TIMEOUT) -> Execution:
-    """Run the suite and every generated test on the base (``patch`` None) or with ``patch``."""
+    """Run the suite (``test_command``, a pytest -rA run; None: none) and every generated test on
+    the base (``patch`` None) or with ``patch``."""
     from cwm_agent.sandbox.patch import apply_chain
 
     started = time.monotonic()
@@ -157,7 +168,7 @@ def execute(open_sandbox: Callable[[], AbstractContextManager[Any]], subject: st
             _put(sandbox, "/tmp/cwm-candidate.patch", patch)
             chain = apply_chain(lambda command: _shell(sandbox, command, 300), "/tmp/cwm-candidate.patch")
             result.applied, result.apply_log = chain.ok, chain.output[-2000:]
-        if result.applied:
+        if result.applied and test_command:
             log = "/tmp/cwm-suite.log"
             limit = max(1, round(suite_timeout))
             code, out = _shell(sandbox, f"timeout -s KILL {limit} {test_command} > {log} 2>&1; echo \"__EXIT=$?\"; "
@@ -166,6 +177,7 @@ def execute(open_sandbox: Callable[[], AbstractContextManager[Any]], subject: st
             found = re.search(r"__EXIT=(\d+)", out)
             result.suite_exit = int(found.group(1)) if found else None
             result.suite = parse_statuses(out)
+        if result.applied:
             for test in tests:
                 path = f"/tmp/cwm-test-{test.attempt}.py"
                 _put(sandbox, path, test.test)
