@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 from cwm_agent.bench.mutate import BUG_KINDS, OPERATORS, Mutation, find_mutations, mutant
+from cwm_agent.bench.mutate import parse as parse_python
 from cwm_agent.bench.suites import ContainerRunner, HostRunner, SuiteRun, SuiteRunner, parse_statuses, run_tests
 from cwm_agent.bench.tasks import DEFAULT_TEST_COMMAND, TASK_FILE, Task, load_tasks, unpack_archive
 
@@ -226,7 +227,7 @@ def hide_tests(text: str, tests: list[str]) -> str | None:
     A class left without tests goes as a whole. None when a test cannot be found
     (inherited, generated) or when the file would break without it.
     """
-    tree = ast.parse(text)
+    tree = parse_python(text)
     lines = text.splitlines(keepends=True)
     remove: list[tuple[int, int]] = []  # 1-based inclusive line ranges
     removed_names: set[str] = set()
@@ -288,7 +289,7 @@ def hide_tests(text: str, tests: list[str]) -> str | None:
             kept.append(line)
     hidden = "".join(kept)
     try:
-        ast.parse(hidden)
+        parse_python(hidden)
     except SyntaxError:
         return None
     return hidden
@@ -330,7 +331,7 @@ def public_names(project: Project) -> dict[str, str]:
     names: dict[str, str] = {}
     for path in project.source_files:
         try:
-            tree = ast.parse(project.files[path].decode("utf-8"))
+            tree = parse_python(project.files[path].decode("utf-8"))
         except (SyntaxError, UnicodeDecodeError):
             continue
         for node in tree.body:
@@ -408,7 +409,7 @@ def failing_test_source(text: str, test: str, *, upto: int | None = None, max_li
     """The source of the test function behind a node id, dedented; a long one is cut after the
     line `upto` that failed (and shortened from the top). None when not found."""
     parts = [p.split("[", 1)[0] for p in test.split("::")[1:]]
-    nodes: list[ast.stmt] = ast.parse(text).body
+    nodes: list[ast.stmt] = parse_python(text).body
     found = None
     for part in parts:
         found = next((n for n in nodes if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass
 
 OPERATORS = (
@@ -94,6 +95,28 @@ class Mutation:
         return (data[:self.start] + self.replacement.encode("utf-8") + data[self.end:]).decode("utf-8")
 
 
+# CPython 3.11 builds ASTs with interpreter-wide recursion bookkeeping: two threads parsing at once
+# can fail with "SystemError: AST constructor recursion depth mismatch" (seen in `tasks generate
+# --jobs 2`). Every parse and compile in the generator goes through this lock.
+_AST_LOCK = threading.Lock()
+
+
+def parse(text: str) -> ast.Module:
+    """ast.parse, safe to call from the generator's worker threads."""
+    with _AST_LOCK:
+        return ast.parse(text)
+
+
+def compiles(text: str, path: str) -> bool:
+    """Is `text` valid Python (compile also catches `break` outside a loop)? Thread-safe."""
+    try:
+        with _AST_LOCK:
+            compile(text, path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def find_mutations(source: str, path: str, *, validate: bool = False) -> list[Mutation]:
     """Every mutation of `source` (the text of `path`), in file order.
 
@@ -101,7 +124,7 @@ def find_mutations(source: str, path: str, *, validate: bool = False) -> list[Mu
     `validate` is off by default and `mutant()` checks the ones actually used.
     """
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError:
         return []
     finder = _Finder(source, path)
@@ -117,11 +140,7 @@ def find_mutations(source: str, path: str, *, validate: bool = False) -> list[Mu
 def mutant(source: str, mutation: Mutation) -> str | None:
     """`source` with `mutation` applied, or None when the result is no valid Python."""
     text = mutation.apply(source)
-    try:
-        compile(text, mutation.path, "exec", dont_inherit=True)  # also catches `break` outside a loop
-    except (SyntaxError, ValueError):
-        return None
-    return text
+    return text if compiles(text, mutation.path) else None
 
 
 class _Finder(ast.NodeVisitor):
