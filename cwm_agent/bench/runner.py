@@ -206,7 +206,7 @@ class Recorder:
         self.out, self.model_name = out, model_name
         self.lock = threading.Lock()
 
-    def record_test(self, made: TestAttempt) -> None:
+    def record_test(self, made: WrittenTest) -> None:
         with self.lock:
             with (self.out / "tests.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(dumps(asdict(made)) + "\n")
@@ -273,7 +273,7 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
 
 
 @dataclass
-class TestAttempt:
+class WrittenTest:
     """One test-generation episode (CWM's USER_TESTGEN): its submitted test_issue.py."""
 
     instance_id: str
@@ -288,8 +288,8 @@ class TestAttempt:
     seconds: float
 
 
-def load_tests(path: Path) -> dict[tuple[str, int], TestAttempt]:
-    return _latest(path, TestAttempt)
+def load_tests(path: Path) -> dict[tuple[str, int], WrittenTest]:
+    return _latest(path, WrittenTest)
 
 
 def _checkout_for(task: Task, tmp: str) -> Path | None:
@@ -302,7 +302,7 @@ def _checkout_for(task: Task, tmp: str) -> Path | None:
 
 
 def run_test_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
-                     on_turn: Callable[[int], None], should_stop: Callable[[], bool]) -> TestAttempt:
+                     on_turn: Callable[[int], None], should_stop: Callable[[], bool]) -> WrittenTest:
     """A test-generation episode on the task's issue; its test lands in test-attempt-N/test_issue.py."""
     folder = out / "instances" / task.instance_id / f"test-attempt-{attempt}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -317,15 +317,16 @@ def run_test_attempt(task: Task, attempt: int, *, settings: Settings, model, out
     test = episode.submission or ""
     if test:
         (folder / "test_issue.py").write_bytes(test.encode("utf-8", "surrogateescape"))
-    return TestAttempt(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
+    return WrittenTest(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
                        test, episode.exit.finished, episode.turns, episode.tokens, time.monotonic() - started)
 
 
-def select_task(task: Task, results: list[AttemptResult], tests: list[TestAttempt], *, method: str,
-                settings: Settings, out: Path, run: bool = True) -> dict[str, Any]:
+def select_task(task: Task, results: list[AttemptResult], tests: list[WrittenTest], *, method: str,
+                settings: Settings, out: Path, run: bool = True, reuse: bool = True) -> dict[str, Any]:
     """Choose one of the task's patches (selection.py) and save why in instances/ID/selection.json.
     The task is blinded first: selection never sees the hidden tests. ``run`` False: only the
-    saved executions are used (re-selection)."""
+    saved executions are used (re-selection); ``reuse`` False: saved executions are dropped (the
+    attempts were run again)."""
     from cwm_agent.bench import selection
     from cwm_agent.episode import open_sandbox
 
@@ -337,7 +338,7 @@ def select_task(task: Task, results: list[AttemptResult], tests: list[TestAttemp
                   if not r.infrastructure and r.counted and r.patch.strip()]
     generated = [selection.GeneratedTest(t.attempt, t.test) for t in sorted(tests, key=lambda t: t.attempt)
                  if t.finished and t.test.strip()]
-    executions = selection.load_executions(record)
+    executions = selection.load_executions(record) if reuse else {}
     if run and method == "tests" and candidates:
         with tempfile.TemporaryDirectory(prefix="cwm-select-") as tmp:
             repo = _checkout_for(seen, tmp)
@@ -431,7 +432,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             made = run_test_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
                                     should_stop=stop.is_set)
         except Exception as exc:
-            made = TestAttempt(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
+            made = WrittenTest(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
                                True, "", False, 0, 0, 0.0)
         finally:
             with progress.lock:
@@ -471,7 +472,8 @@ def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *, p
         mine = [r for (iid, _), r in results.items() if iid == task.instance_id]
         made = [t for (iid, _), t in tests.items() if iid == task.instance_id]
         try:
-            return select_task(task, mine, made, method=opts.select, settings=settings, out=opts.out, run=run)
+            return select_task(task, mine, made, method=opts.select, settings=settings, out=opts.out, run=run,
+                               reuse=not opts.rerun)
         except Exception as exc:  # one task's broken selection must not stop the others
             return {"instance_id": task.instance_id, "method": opts.select, "winner": None, "resolved": False,
                     "reason": f"selection failed: {type(exc).__name__}: {exc}", "error": True, "patch": ""}
