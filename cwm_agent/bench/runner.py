@@ -112,7 +112,8 @@ class EvalOptions:
         """The options that decide what a run computes, as an eval configuration spells them."""
         imagine = self.imagine.mode + (f":{self.imagine.candidates}" if self.imagine.mode == "lookahead" else "")
         return {"name": self.name, "description": self.description, "tasks": self.tasks,
-                "tasks_path": str(task_source(self.tasks).resolve()) if self.tasks else None,
+                "tasks_path": str(task_source(self.tasks).resolve())
+                if self.tasks and task_source(self.tasks).exists() else None,
                 "split": self.split, "attempts": self.attempts, "workers": self.workers, "filter": self.filter,
                 "slice": self.slice, "shuffle": self.shuffle, "imagine": imagine,
                 "imagine_tokens": self.imagine.max_tokens, "grade": self.grade,

@@ -347,8 +347,10 @@ CONFIG_HELP = ("An eval configuration (TOML), e.g. evals/bundled.toml: the task 
 
 @app.command("eval")
 def eval_command(
-    tasks: Optional[Path] = typer.Argument(None, help="Task set: a folder like tasks/, a .jsonl or a .json of SWE-bench rows, or `bundled`. Default: `tasks` of --config."),
+    tasks: Optional[str] = typer.Argument(None, help="Task set, as SWE-bench's harness takes it: a Hugging Face dataset name (SWE-bench/SWE-bench_Verified), a .parquet, a save_to_disk folder, a .jsonl or .json of rows; or a folder like tasks/, or `bundled`. Default: `tasks` of --config."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    split: Optional[str] = typer.Option(None, "--split", help="The split of a Hub dataset or a saved DatasetDict (default: test)."),
+    instance_ids: Optional[list[str]] = typer.Option(None, "--instance-ids", help="Only these tasks (repeat the flag or separate ids with commas)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Eval folder; re-running with the same folder resumes. Default: cwm-runs/eval, or cwm-runs/NAME with --config evals/NAME.toml."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Episodes in parallel, each in its own container (default 1)."),
     attempts: Optional[int] = typer.Option(None, "--attempts", help="Attempts per task (pass@k, best-of-k; default 1)."),
@@ -392,7 +394,6 @@ def eval_command(
     """
     from cwm_agent.bench import runner as evaluate
     from cwm_agent.cli.solve import connect_model
-    from cwm_agent.bench.tasks import load_tasks
     from cwm_agent.cli.ui import EvalView, report_table
     from cwm_agent.config import read_config_file
 
@@ -401,17 +402,17 @@ def eval_command(
                                   temperature=temperature, top_p=top_p, command_timeout=command_timeout,
                                   tools="bash-only" if bash_only else None, max_format_errors=max_format_errors,
                                   grade_unfinished=grade_unfinished), command="eval", config_file=file)
-    options = _eval_options(file, tasks=None if tasks is None else str(tasks), workers=workers, attempts=attempts,
+    options = _eval_options(file, tasks=tasks, workers=workers, attempts=attempts,
                             filter=filter, slice=slice_, shuffle=shuffle, grade=grade, imagine=imagine,
                             imagine_tokens=imagine_tokens, test_attempts=test_attempts, select=select_)
     if options.get("tasks") is None:
         either = f"name one with `tasks = ...` in {config}" if config else "--config evals/NAME.toml"
         raise UsageProblem(f"no task set; pass TASKS (a folder like tasks/, a .jsonl of SWE-bench rows, or `bundled`) "
                            f"or {either}")
-    source = evaluate.task_source(options["tasks"])
-    if not source.exists():
-        named = f" (`tasks` in {config})" if tasks is None and config else ""
-        raise UsageProblem(f"no task set at {source}{named}; pass a folder like tasks/, a .jsonl file or `bundled`")
+    if split is not None:
+        options["split"] = split
+    named = f" (`tasks` in {config})" if tasks is None and config else ""
+    loaded = _load_task_set(evaluate, options, instance_ids, named)
     out = out or Path("cwm-runs") / (config.stem if config is not None else "eval")
     scaling = options.get("select") == "tests"
     default_k = evaluate.SCALING_DEFAULT if scaling else 1
@@ -424,7 +425,6 @@ def eval_command(
                                 imagine=_imagine_spec(options, file, flagged=(imagine, imagine_tokens) != (None, None)),
                                 tasks=options["tasks"], split=options.get("split"), name=options.get("name"),
                                 description=options.get("description"))
-    loaded = load_tasks(source)
     client = connect_model(settings, console, quiet=False)
     with EvalView(console) as view:
         evaluate.run_eval(loaded, opts, settings, model=client, on_update=view.update)
@@ -437,6 +437,29 @@ def eval_command(
     if file is not None:
         console.print(f"[dim]config: {file.path} (sha256 {file.sha256[:12]}…)[/]")
     console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
+
+
+def _load_task_set(evaluate, options: dict, instance_ids: Optional[list[str]], named: str = ""):
+    """The tasks to run: the set (any form datasets.load_task_set takes), --instance-ids, and
+    the rows that cannot run named with what they lack and left out."""
+    from cwm_agent.bench.datasets import HUB_NAME, load_task_set, only, unrunnable
+
+    source = evaluate.task_source(options["tasks"])
+    if not source.exists() and not HUB_NAME.match(str(options["tasks"])):
+        raise UsageProblem(f"no task set at {source}{named}; pass a folder like tasks/, a .jsonl, .json or .parquet "
+                           "file, a save_to_disk folder, a Hugging Face dataset name or `bundled`")
+    loaded = load_task_set(source if source.exists() else options["tasks"], split=options.get("split"))
+    ids = [i.strip() for value in instance_ids or [] for i in value.split(",") if i.strip()]
+    loaded = only(loaded, ids)
+    reasons = [(t, why) for t in loaded if (why := unrunnable(t))]
+    for _, why in reasons[:5]:
+        err_console.print(f"[yellow]not run:[/] {escape(why)}", highlight=False, soft_wrap=True)
+    if len(reasons) > 5:
+        err_console.print(f"[yellow]not run: {len(reasons) - 5} more rows like these[/]")
+    runnable = [t for t in loaded if not unrunnable(t)]
+    if not runnable:
+        raise UsageProblem(f"none of the {len(loaded)} rows can run (see above)")
+    return runnable
 
 
 def _imagine_spec(options: dict, file, *, flagged: bool):
@@ -515,7 +538,7 @@ def select_command(
     Rewrites selection.jsonl, predictions-selected.jsonl and report.json.
     """
     from cwm_agent.bench import runner as evaluate
-    from cwm_agent.bench.tasks import load_tasks
+    from cwm_agent.bench.datasets import load_task_set
 
     if method not in ("tests", "majority", "first"):
         raise UsageProblem(f"--select must be tests, majority or first, not {method!r}")
@@ -524,13 +547,14 @@ def select_command(
         raise UsageProblem(f"{run_dir} is not a finished eval folder (results.jsonl and report.json); "
                            "pass the --out of a `cwm-agent eval` run")
     config = json.loads(report_path.read_text(encoding="utf-8")).get("config") or {}
-    tasks_path = (config.get("eval") or {}).get("tasks_path")
-    if not tasks_path or not Path(tasks_path).exists():
-        raise UsageProblem(f"the task set of {run_dir} ({tasks_path}) is gone; selection needs its task rows")
+    recorded = config.get("eval") or {}
+    tasks_path = recorded.get("tasks_path") or recorded.get("tasks")
+    if not tasks_path:
+        raise UsageProblem(f"{run_dir}'s report names no task set; selection needs its task rows")
     opts = evaluate.EvalOptions(out=run_dir, select=method)
     settings = Settings(**{k: v for k, v in (config.get("settings") or {}).items() if k != "api_key"})
     ids = {line_id for line_id, _ in evaluate.load_results(run_dir / "results.jsonl")}
-    tasks = [t for t in load_tasks(Path(tasks_path)) if t.instance_id in ids]
+    tasks = [t for t in load_task_set(tasks_path, split=recorded.get("split")) if t.instance_id in ids]
     evaluate.run_selection(tasks, opts, settings, run=False)
     data = evaluate.report(run_dir, config=config)
     scaling = data.get("test_time_scaling") or {}
