@@ -51,10 +51,11 @@ from cwm_agent.world.imagine import build as build_imagination
 EVAL_KEYS: dict[str, str] = {
     "name": "str", "description": "str",  # free text, recorded
     "tasks": "str",  # a task folder, a .json/.jsonl of SWE-bench rows, or "bundled" (the bundled tasks)
-    "split": "str",  # recorded (datasets by name come later)
+    "split": "str",  # the split of a Hub dataset or a saved DatasetDict (bench/datasets.py)
     "attempts": "int", "workers": "int", "filter": "str", "slice": "str", "shuffle": "int",
     "imagine": "str", "imagine_tokens": "int", "grade": "bool",
     "test_attempts": "int", "select": "str",  # test-time scaling (selection.py)
+    "pull": "str", "remove_images": "bool",  # task images on demand (sandbox/pull.py)
 }
 # `--select tests` without --attempts / --test-attempts: K = M = 8 (CWM used 40 and reported best@16).
 SCALING_DEFAULT = 8
@@ -77,6 +78,8 @@ def check_option(key: str, value: Any, origin: str) -> None:
         raise ConfigError(f"{origin}: {key} must be at least 1, got {value}")
     if key == "test_attempts" and value < 0:
         raise ConfigError(f"{origin}: test_attempts must be 0 or more, got {value}")
+    if key == "pull" and value not in ("never", "missing", "always"):
+        raise ConfigError(f"{origin}: pull must be never, missing or always, got {value!r}")
     if key == "select" and value not in ("tests", "majority", "first"):
         raise ConfigError(f"{origin}: select must be tests, majority or first, got {value!r}")
     if key == "slice" and not re.fullmatch(r"-?\d*:-?\d*", value):
@@ -102,6 +105,9 @@ class EvalOptions:
     imagine: ImagineSpec = field(default_factory=ImagineSpec)  # --imagine; dream: no sandbox, no grading
     test_attempts: int = 0  # test-generation episodes per task (CWM's test-time scaling)
     select: str | None = None  # tests | majority | first: choose one patch per task (selection.py)
+    pull: str = "missing"  # task images: never | missing | always (sandbox/pull.py)
+    prefetch: bool = False  # pull every task image before the first attempt
+    remove_images: bool = False  # remove each task image after its last attempt
     # recorded in report.json, not used by the run itself
     tasks: str | None = None  # as given ("bundled", a path)
     split: str | None = None
@@ -117,7 +123,8 @@ class EvalOptions:
                 "split": self.split, "attempts": self.attempts, "workers": self.workers, "filter": self.filter,
                 "slice": self.slice, "shuffle": self.shuffle, "imagine": imagine,
                 "imagine_tokens": self.imagine.max_tokens, "grade": self.grade,
-                "test_attempts": self.test_attempts, "select": self.select}
+                "test_attempts": self.test_attempts, "select": self.select, "pull": self.pull,
+                "remove_images": self.remove_images}
 
 
 def run_config(settings: Settings, opts: EvalOptions, config_file: ConfigFile | None) -> dict[str, Any]:
@@ -375,6 +382,7 @@ class Progress:
     def __init__(self, total: int):
         self.total, self.finished, self.resolved = total, 0, 0
         self.running: dict[str, int] = {}  # "id#attempt" -> turn
+        self.pulling: dict[str, str] = {}  # image -> how far its pull is
         self.started = time.monotonic()
         self.lock = threading.Lock()
 
@@ -398,6 +406,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
     progress = Progress(len(todo))
     stop = threading.Event()
     results: list[AttemptResult] = []
+    images = _Images(opts, [task for task, _, _ in todo], progress, on_update)
 
     def work(task: Task, attempt: int, kind: str) -> AttemptResult | None:
         key = f"{task.instance_id}#{attempt}" + (" (test)" if kind == "test" else "")
@@ -411,6 +420,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
         if kind == "test":
             return _test_work(task, attempt, key, on_turn)
         try:
+            images.ensure(task)
             result = run_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
                                  should_stop=stop.is_set, grade=opts.grade, imagine=opts.imagine)
         except Exception as exc:  # a broken task or sandbox must not stop the batch
@@ -419,6 +429,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
         finally:
             with progress.lock:
                 progress.running.pop(key, None)
+            images.done(task)
         if result.exit == Exit.INTERRUPTED.value:
             return None
         recorder.record(result)
@@ -430,6 +441,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
 
     def _test_work(task: Task, attempt: int, key: str, on_turn: Callable[[int], None]) -> None:
         try:
+            images.ensure(task)
             made = run_test_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
                                     should_stop=stop.is_set)
         except Exception as exc:
@@ -438,6 +450,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
         finally:
             with progress.lock:
                 progress.running.pop(key, None)
+            images.done(task)
         if made.exit != Exit.INTERRUPTED.value:
             recorder.record_test(made)
             with progress.lock:
@@ -445,6 +458,8 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             on_update(progress)
         return None
 
+    if opts.prefetch:
+        images.prefetch()
     with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="eval") as pool:
         pending = {pool.submit(work, task, attempt, kind) for task, attempt, kind in todo}
         try:
@@ -458,12 +473,66 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             wait(pending)
             raise
         if opts.select:
-            run_selection(chosen_tasks, opts, settings, pool=pool)
+            run_selection(chosen_tasks, opts, settings, pool=pool, images=images)
     return results
 
 
+class _Images:
+    """Task images for one run: pulled before a task's first attempt (opts.pull), removed after
+    its last one with opts.remove_images (after its selection, when there is one)."""
+
+    def __init__(self, opts: EvalOptions, work: list[Task], progress: Progress,
+                 on_update: Callable[[Progress], None]):
+        self.opts, self.progress, self.on_update = opts, progress, on_update
+        self.tasks = {t.instance_id: t for t in work if t.image}
+        self.left = Counter(t.image for t in work if t.image)  # work items still to finish, per image
+        if opts.select:
+            self.left.update(t.image for t in self.tasks.values())  # its selection comes last
+        self.lock = threading.Lock()
+        self._puller = None
+
+    @property
+    def puller(self):
+        if self._puller is None:
+            from cwm_agent.sandbox.docker import docker_client
+            from cwm_agent.sandbox.pull import Puller
+
+            self._puller = Puller(docker_client(), self.opts.pull, on_progress=self._progress)
+        return self._puller
+
+    def _progress(self, image: str, text: str | None) -> None:
+        with self.progress.lock:
+            if text is None:
+                self.progress.pulling.pop(image, None)
+            else:
+                self.progress.pulling[image] = text
+        self.on_update(self.progress)
+
+    def ensure(self, task: Task) -> None:
+        if task.image:
+            self.puller.ensure(task.image)
+
+    def prefetch(self) -> None:
+        """Every image first, one after another; one that fails is left to its attempts to report."""
+        for image in sorted({t.image for t in self.tasks.values()}):
+            try:
+                self.puller.ensure(image)
+            except Exception:
+                pass
+
+    def done(self, task: Task) -> None:
+        """One work item of ``task`` finished; its image goes when nothing else needs it."""
+        if not task.image or not self.opts.remove_images:
+            return
+        with self.lock:
+            self.left[task.image] -= 1
+            last = self.left[task.image] <= 0
+        if last:
+            self.puller.remove(task.image)
+
+
 def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *, pool: ThreadPoolExecutor | None = None,
-                  run: bool = True) -> list[dict[str, Any]]:
+                  run: bool = True, images: _Images | None = None) -> list[dict[str, Any]]:
     """Choose one patch per task (opts.select) from the saved attempts; selection.jsonl and
     predictions-selected.jsonl hold the choices, instances/ID/selection.json the reasons."""
     results = load_results(opts.out / "results.jsonl")
@@ -473,11 +542,16 @@ def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *, p
         mine = [r for (iid, _), r in results.items() if iid == task.instance_id]
         made = [t for (iid, _), t in tests.items() if iid == task.instance_id]
         try:
+            if images is not None and run and opts.select == "tests":
+                images.ensure(task)
             return select_task(task, mine, made, method=opts.select, settings=settings, out=opts.out, run=run,
                                reuse=not opts.rerun)
         except Exception as exc:  # one task's broken selection must not stop the others
             return {"instance_id": task.instance_id, "method": opts.select, "winner": None, "resolved": False,
                     "reason": f"selection failed: {type(exc).__name__}: {exc}", "error": True, "patch": ""}
+        finally:
+            if images is not None:
+                images.done(task)
 
     if pool is not None:
         chosen = list(pool.map(one, tasks))

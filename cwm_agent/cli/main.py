@@ -350,6 +350,9 @@ def eval_command(
     tasks: Optional[str] = typer.Argument(None, help="Task set, as SWE-bench's harness takes it: a Hugging Face dataset name (SWE-bench/SWE-bench_Verified), a .parquet, a save_to_disk folder, a .jsonl or .json of rows; or a folder like tasks/, or `bundled`. Default: `tasks` of --config."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     split: Optional[str] = typer.Option(None, "--split", help="The split of a Hub dataset or a saved DatasetDict (default: test)."),
+    pull: Optional[str] = typer.Option(None, "--pull", help="Task images (a row's `image`): missing (pull what the engine lacks, before the task's first attempt; default) | always | never (a missing image is an infrastructure error that says how to get it)."),
+    prefetch: bool = typer.Option(False, "--prefetch", help="Pull every task image before the first attempt."),
+    remove_images: Optional[bool] = typer.Option(None, "--remove-images/--keep-images", help="Remove each task image after its last attempt, to save disk (default: keep)."),
     instance_ids: Optional[list[str]] = typer.Option(None, "--instance-ids", help="Only these tasks (repeat the flag or separate ids with commas)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Eval folder; re-running with the same folder resumes. Default: cwm-runs/eval, or cwm-runs/NAME with --config evals/NAME.toml."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Episodes in parallel, each in its own container (default 1)."),
@@ -404,7 +407,8 @@ def eval_command(
                                   grade_unfinished=grade_unfinished), command="eval", config_file=file)
     options = _eval_options(file, tasks=tasks, workers=workers, attempts=attempts,
                             filter=filter, slice=slice_, shuffle=shuffle, grade=grade, imagine=imagine,
-                            imagine_tokens=imagine_tokens, test_attempts=test_attempts, select=select_)
+                            imagine_tokens=imagine_tokens, test_attempts=test_attempts, select=select_, pull=pull,
+                            remove_images=remove_images)
     if options.get("tasks") is None:
         either = f"name one with `tasks = ...` in {config}" if config else "--config evals/NAME.toml"
         raise UsageProblem(f"no task set; pass TASKS (a folder like tasks/, a .jsonl of SWE-bench rows, or `bundled`) "
@@ -418,7 +422,8 @@ def eval_command(
     default_k = evaluate.SCALING_DEFAULT if scaling else 1
     opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 1), attempts=options.get("attempts", default_k),
                                 test_attempts=options.get("test_attempts", evaluate.SCALING_DEFAULT if scaling else 0),
-                                select=options.get("select"),
+                                select=options.get("select"), pull=options.get("pull", "missing"),
+                                prefetch=prefetch, remove_images=options.get("remove_images", False),
                                 filter=options.get("filter"), slice=options.get("slice"),
                                 shuffle=options.get("shuffle"), retry_errors=retry_errors, rerun=rerun,
                                 grade=options.get("grade", True),

@@ -198,6 +198,9 @@ class EvalView:
         if self._state:
             with self._state.lock:
                 running = sorted(self._state.running.items())
+                pulling = sorted(getattr(self._state, "pulling", {}).items())
+            for image, how_far in pulling:
+                rows.add_row(Text(f"pull {image}", style="magenta"), Text(how_far, style="dim"))
             for key, turn in running:
                 rows.add_row(Text(key, style="cyan"), Text(f"turn {turn}" if turn else "starting", style="dim"))
         return Group(self.bar, rows)
