@@ -388,10 +388,7 @@ class Agent:
         finally:
             self.busy = None
         command_s = time.perf_counter() - t_cmd
-        if ran is action:
-            self._observe(step, action, outcome, turn)
-        else:
-            self._observe_replaced(step, action, ran, outcome, turn)
+        self._observe(step, action, outcome, turn, ran=None if ran is action else ran)
         if self.imagination:
             self.imagination.observed(step)
         return command_s
@@ -407,34 +404,27 @@ class Agent:
         if message.strip():
             self.tell(message)
 
-    def _observe(self, step: Step, action: Action, outcome: ToolResult, turn: int) -> None:
+    def _observe(self, step: Step, action: Action, outcome: ToolResult, turn: int, *,
+                 ran: Action | None = None) -> None:
+        """The model reads the outcome as its tool's message with the budget; when the person ran
+        ``ran`` instead of the model's call, as one user message that says so, then what ran's
+        output and the budget, as a tool result would have them."""
         if outcome.command is not None:
             step.command_status, step.exit_code = outcome.command.status, outcome.command.exit_code
         if outcome.submitted_patch is not None:
             self.submission, step.submitted = outcome.submitted_patch, True
-        message = protocol.budgeted_tool_result(outcome.feedback, remaining_turns=self.limits.max_turns - turn,
-                                                context_window=self.limits.context_window,
-                                                tokens_so_far=self.tokens_used, count=self.model.counter.count,
-                                                tool=action.tool)
-        step.observation = outcome.feedback
-        self._append(f"tool: {action.tool}", message.body, message.upper_bound)
-
-    def _observe_replaced(self, step: Step, proposed: Action, ran: Action, outcome: ToolResult, turn: int) -> None:
-        """The person ran ``ran`` instead of the model's call: one user message says so, with what
-        ran, its output and the budget, as a tool result would have them."""
-        if outcome.command is not None:
-            step.command_status, step.exit_code = outcome.command.status, outcome.command.exit_code
-        if outcome.submitted_patch is not None:
-            self.submission, step.submitted = outcome.submitted_patch, True
-        head = protocol.human_message("edited", tool=proposed.tool, action=ran) + "\n\n"
         count = self.model.counter.count
-        header_tokens = count(head)
+        head = "" if ran is None else protocol.human_message("edited", tool=action.tool, action=ran) + "\n\n"
+        head_tokens = count(head) if head else 0
         message = protocol.budgeted_tool_result(outcome.feedback, remaining_turns=self.limits.max_turns - turn,
                                                 context_window=self.limits.context_window,
-                                                tokens_so_far=self.tokens_used + header_tokens, count=count,
-                                                tool=ran.tool)
+                                                tokens_so_far=self.tokens_used + head_tokens, count=count,
+                                                tool=(ran or action).tool)
         step.observation = outcome.feedback
-        self._append("user", head + message.body, message.upper_bound + header_tokens + 8)
+        if ran is None:
+            self._append(f"tool: {action.tool}", message.body, message.upper_bound)
+        else:
+            self._append("user", head + message.body, message.upper_bound + head_tokens + 8)
 
     def _append(self, role: str, body: str, bound: int | None = None) -> None:
         """Add a message after the latest reply. Its tokens are settled at the next request;

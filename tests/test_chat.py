@@ -60,6 +60,15 @@ def prompts(server: ScriptedServer) -> list[str]:
     return [body["prompt"] for _, body in server.generation_requests()]
 
 
+def quit_at_the_end(term: Terminal, server: ScriptedServer) -> tuple[str, list[str]]:
+    """At the prompt after the episode: the screen, then /quit (exit 0), then what CWM was sent."""
+    term.wait_for(r"you >")
+    screen = term.screen()
+    term.line("/quit")
+    assert term.wait_exit() == 0
+    return screen, prompts(server)
+
+
 def user_messages(prompt: str) -> list[str]:
     return re.findall(r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", prompt, re.DOTALL)
 
@@ -98,11 +107,7 @@ def test_confirm_reject_edit_allow(tmp_path, repo, containers):
         term.line("")
         term.wait_for(PROMPT, count=7)
         term.line("y")
-        term.wait_for(r"you >")
-        screen = term.screen()
-        term.line("/quit")
-        assert term.wait_exit() == 0
-        sent = prompts(server)
+        screen, sent = quit_at_the_end(term, server)
     assert "CWM submitted and summarised" in screen and screen.count("run? [Y/n/e/a]") == 7
     # The rejection, in the request after it: a user message, nothing ran.
     assert protocol.human_message("rejected_saying", tool="bash", message="use grep instead") == user_messages(sent[1])[-1]
@@ -194,11 +199,7 @@ def test_human_mode_then_yolo(tmp_path, repo, containers):
         term.wait_for(r"^done-typing", count=1)
         assert not server.generation_requests()  # the model waits while the person holds the shell
         term.line("/mode yolo")
-        term.wait_for(r"you >")
-        screen = term.screen()
-        term.line("/quit")
-        assert term.wait_exit() == 0
-        sent = prompts(server)
+        screen, sent = quit_at_the_end(term, server)
     assert "run? [Y/n/e/a]" not in screen  # yolo: nothing asked
     typed = protocol.human_message("typed", action=Action("bash", "echo typed-by-me > mine.txt; echo done-typing"),
                                    output=protocol.OUTPUT_TEMPLATE.format(feedback="done-typing\n"))
@@ -283,11 +284,7 @@ def test_kill_9_then_resume(tmp_path, repo, containers, docker_client):
         for n in (1, 2, 3):
             term.wait_for(PROMPT, count=n)
             term.line("y")
-        term.wait_for(r"you >")
-        screen = term.screen()
-        term.line("/quit")
-        assert term.wait_exit() == 0
-        sent = prompts(server)
+        screen, sent = quit_at_the_end(term, server)
     check = screen[screen.rindex("cat app.py new.txt"):]
     assert "/testbed\n[]" in check and "a + b" in check and "fresh" in check  # files back, shell fresh
     # The transcript continues exactly where the last saved step left it, then the restart notice.

@@ -247,10 +247,7 @@ def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Pat
     imagine = imagine or ImagineSpec()
     statement = issue_statement(task.problem_statement)  # a row may name a GitHub issue by its URL
     with tempfile.TemporaryDirectory(prefix="cwm-eval-") as tmp:
-        repo = None
-        if not task.image and not imagine.dream:
-            repo = Path(tmp) / "repo"
-            task.checkout(repo)
+        repo = None if imagine.dream else _checkout_for(task, tmp)
         with open_episode(model, settings, repo=repo, run_id=f"eval-{task.instance_id}-{attempt}",
                           trajectory_path=folder / "trajectory.json", image=task.image,
                           task={"label": task.instance_id, "attempt": attempt, "issue": statement,
@@ -346,20 +343,15 @@ def select_task(task: Task, results: list[AttemptResult], tests: list[WrittenTes
                   if not r.infrastructure and r.counted and r.patch.strip()]
     generated = [selection.GeneratedTest(t.attempt, t.test) for t in sorted(tests, key=lambda t: t.attempt)
                  if t.finished and t.test.strip()]
-    executions = selection.load_executions(record) if reuse else {}
-    if run and method == "tests" and candidates:
-        with tempfile.TemporaryDirectory(prefix="cwm-select-") as tmp:
-            repo = _checkout_for(seen, tmp)
+    saved = selection.load_executions(record) if reuse else {}
+    with tempfile.TemporaryDirectory(prefix="cwm-select-") as tmp:
+        repo = _checkout_for(seen, tmp) if run and method == "tests" and candidates else None
 
-            def fresh(subject: str):
-                return lambda: open_sandbox(settings, repo, f"select-{task.instance_id}-{subject}", image=seen.image)
+        def fresh(subject: str):
+            return lambda: open_sandbox(settings, repo, f"select-{task.instance_id}-{subject}", image=seen.image)
 
-            subjects = [("base", None)] + [(f"attempt-{c.attempt}", c.patch) for c in candidates]
-            for subject, patch in subjects:
-                if subject not in executions:
-                    executions[subject] = selection.execute(fresh(subject), subject, patch, generated,
-                                                            test_command=selection.suite_command(seen))
-    chosen = selection.choose(method, candidates, executions)
+        chosen, executions = selection.run_and_choose(method, candidates, generated, fresh, run=run,
+                                                      test_command=selection.suite_command(seen), executions=saved)
     selection.save(record, chosen, executions)
     by_attempt = {r.attempt: r for r in results}
     winner = by_attempt.get(chosen.winner) if chosen.winner is not None else None

@@ -191,6 +191,24 @@ def execute(open_sandbox: Callable[[], AbstractContextManager[Any]], subject: st
     return result
 
 
+def run_and_choose(method: str, candidates: Sequence[Candidate], tests: Sequence[GeneratedTest],
+                   open_sandbox_for: Callable[[str], Callable[[], AbstractContextManager[Any]]], *,
+                   test_command: str | None, executions: dict[str, Execution] | None = None, run: bool = True,
+                   on_subject: Callable[[str], None] = lambda _subject: None) -> tuple[Selection, dict[str, Execution]]:
+    """For `tests`: execute the base and every candidate not executed yet (``run``), each in the
+    fresh sandbox ``open_sandbox_for(subject)`` opens; then `choose`. Returns the choice and
+    every execution, to save."""
+    executions = dict(executions or {})
+    if run and method == "tests" and candidates:
+        subjects = [("base", None)] + [(f"attempt-{c.attempt}", c.patch) for c in candidates]
+        for subject, patch in subjects:
+            if subject not in executions:
+                on_subject(subject)
+                executions[subject] = execute(open_sandbox_for(subject), subject, patch, tests,
+                                              test_command=test_command)
+    return choose(method, candidates, executions), executions
+
+
 # --- choosing -----------------------------------------------------------------------------
 
 def choose(method: str, candidates: Sequence[Candidate], executions: dict[str, Execution] | None = None) -> Selection:

@@ -337,14 +337,15 @@ class Chat(LiveView):
             self.console.print(f"[yellow]no command {escape(name)}; /help lists them[/]")
         return None
 
-    def _show_diff(self) -> None:
+    def _show_diff(self, empty: str = "no changes against the base") -> str | None:
+        """The sandbox's changes, coloured; None (after saying ``empty``, or why) when there are none."""
         diff = self._diff()
-        if diff is None:
-            return
-        if not diff.strip():
-            self.console.print("no changes against the base")
-            return
-        self.console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default", word_wrap=True))
+        if diff is not None and not diff.strip():
+            self.console.print(empty)
+            diff = None
+        if diff is not None:
+            self.console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default", word_wrap=True))
+        return diff
 
     def _diff(self) -> str | None:
         try:
@@ -377,13 +378,9 @@ class Chat(LiveView):
     def _apply(self) -> None:
         from cwm_agent.sandbox import patch as patch_mod
 
-        diff = self._diff()
+        diff = self._show_diff("nothing to apply: no changes against the base")
         if diff is None:
             return
-        if not diff.strip():
-            self.console.print("nothing to apply: no changes against the base")
-            return
-        self.console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default", word_wrap=True))
         answer = self._ask(f"apply these changes to {self.req.repo}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             self.console.print("not applied")

@@ -141,27 +141,48 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")[:40] or "run"
 
 
+def _check_choices(format: Optional[str], sandbox: Optional[str]) -> None:
+    if format not in (None, "cwm", "chat"):
+        raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
+    if sandbox not in (None, "auto", "docker", "bwrap"):
+        raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
+
+
+# The options solve and chat share, declared once.
+_BASE_URL_OPTION = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model.")
+_MODEL_OPTION = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves).")
+_API_KEY_OPTION = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY).")
+_FORMAT_OPTION = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm').")
+_TEMPERATURE_OPTION = typer.Option(None, "--temperature", help=TEMPERATURE_HELP)
+_TOP_P_OPTION = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting).")
+_IMAGE_OPTION = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`).")
+_SANDBOX_OPTION = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers).")
+_COMMAND_TIMEOUT_OPTION = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS}).")
+_MEMORY_OPTION = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g).")
+_BASH_ONLY_OPTION = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant).")
+
+
 @app.command()
 def solve(
     repo: Optional[Path] = typer.Option(None, "--repo", help="Repository to work on (default: current directory). Never modified without --apply."),
     issue: Optional[str] = typer.Option(None, "--issue", help="The issue: its text, a path to a file holding it, or a GitHub issue URL (https://github.com/OWNER/REPO/issues/N; GITHUB_TOKEN for private ones)."),
     ref: Optional[str] = typer.Option(None, "--ref", help="With an issue URL and no --repo: clone at this branch, tag or commit (default: the default branch)."),
     task: Optional[str] = typer.Option(None, "--task", help="A bundled task id (or `demo`) or a task.json path instead of --repo/--issue."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
-    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm')."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
-    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
+    base_url: Optional[str] = _BASE_URL_OPTION,
+    model: Optional[str] = _MODEL_OPTION,
+    api_key: Optional[str] = _API_KEY_OPTION,
+    format: Optional[str] = _FORMAT_OPTION,
+    temperature: Optional[float] = _TEMPERATURE_OPTION,
+    top_p: Optional[float] = _TOP_P_OPTION,
+    image: Optional[str] = _IMAGE_OPTION,
+    sandbox: Optional[str] = _SANDBOX_OPTION,
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit (CWM's default {protocol.MAX_TURNS}; at most this many minus one actions run)."),
-    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
+    command_timeout: Optional[float] = _COMMAND_TIMEOUT_OPTION,
+    memory: Optional[str] = _MEMORY_OPTION,
     wall_time: Optional[float] = typer.Option(None, "--wall-time", help="Stop after this many seconds (default: no limit)."),
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End the episode after this many malformed replies in a row; 0: never (default 5)."),
     grade_unfinished: Optional[bool] = typer.Option(None, "--grade-unfinished/--no-grade-unfinished", help=GRADE_UNFINISHED_HELP + " With it, exit 0 and --apply take such a patch too."),
-    bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant)."),
+    bash_only: bool = _BASH_ONLY_OPTION,
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new folder under ./cwm-runs/)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the patch to --repo after showing it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
@@ -186,10 +207,7 @@ def solve(
     from cwm_agent.world.imagine import ImagineSpec
     from cwm_agent.cli.solve import SolveRequest, run_solve
 
-    if format not in (None, "cwm", "chat"):
-        raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
-    if sandbox not in (None, "auto", "docker", "bwrap"):
-        raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
+    _check_choices(format, sandbox)
     settings = settings_from(base_url=base_url, model=model, api_key=api_key, format=format, image=image,
                              temperature=temperature, top_p=top_p,
                              sandbox=sandbox, max_turns=max_turns, command_timeout=command_timeout,
@@ -229,19 +247,19 @@ def chat(
     ref: Optional[str] = typer.Option(None, "--ref", help="With an issue URL and no --repo: clone at this branch, tag or commit."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the session saved in this run folder (a fresh sandbox with its files; works after a crash or kill -9)."),
     mode: str = typer.Option("confirm", "--mode", help="confirm (ask before each action) | yolo (run everything) | human (you type the commands). Switch any time with /mode."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint ending in /v1, e.g. http://gpu-box:8000/v1. Default: the embedded CPU model."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id on the endpoint (default: the first it serves)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer token for the endpoint (or CWM_AGENT_API_KEY)."),
-    format: Optional[str] = typer.Option(None, "--format", help="cwm | chat (default: cwm when the model id contains 'cwm')."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help=TEMPERATURE_HELP),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling of the model's turns (default 0.95, CWM's published setting)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Sandbox image (default: the base image of `cwm-agent sandbox build`)."),
-    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="docker | bwrap | auto (default auto: docker when its engine answers)."),
+    base_url: Optional[str] = _BASE_URL_OPTION,
+    model: Optional[str] = _MODEL_OPTION,
+    api_key: Optional[str] = _API_KEY_OPTION,
+    format: Optional[str] = _FORMAT_OPTION,
+    temperature: Optional[float] = _TEMPERATURE_OPTION,
+    top_p: Optional[float] = _TOP_P_OPTION,
+    image: Optional[str] = _IMAGE_OPTION,
+    sandbox: Optional[str] = _SANDBOX_OPTION,
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help=f"Turn limit over the whole session (CWM's default {protocol.MAX_TURNS})."),
-    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=f"Seconds per command (CWM's default {protocol.SESSION_TIMEOUT_SECONDS})."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Sandbox memory limit (default 4g)."),
+    command_timeout: Optional[float] = _COMMAND_TIMEOUT_OPTION,
+    memory: Optional[str] = _MEMORY_OPTION,
     max_format_errors: Optional[int] = typer.Option(None, "--max-format-errors", help="End CWM's turn after this many malformed replies in a row; 0: never (default 5)."),
-    bash_only: bool = typer.Option(False, "--bash-only", help="Offer only bash and submit (CWM's bash-only variant)."),
+    bash_only: bool = _BASH_ONLY_OPTION,
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: a new folder under ./cwm-runs/)."),
 ) -> None:
     """Work on a repository together with CWM: approve, edit or reject each action, steer it, take the result.
@@ -258,10 +276,7 @@ def chat(
     """
     from cwm_agent.cli.chat import MODES, ChatRequest, load_session, run_chat
 
-    if format not in (None, "cwm", "chat"):
-        raise UsageProblem(f"--format must be cwm or chat, not {format!r}")
-    if sandbox not in (None, "auto", "docker", "bwrap"):
-        raise UsageProblem(f"--sandbox must be auto, docker or bwrap, not {sandbox!r}")
+    _check_choices(format, sandbox)
     if mode not in MODES:
         raise UsageProblem(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     flags = dict(base_url=base_url, model=model, format=format, image=image, temperature=temperature, top_p=top_p,

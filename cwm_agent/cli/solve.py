@@ -227,15 +227,10 @@ def run_solve_scaled(req: SolveRequest, *, attempts: int, test_attempts: int, me
             elif submitted.strip() and result.exit.finished:
                 (folder / "test_issue.py").write_bytes(submitted.encode("utf-8", "surrogateescape"))
                 tests.append(selection.GeneratedTest(n, submitted))
-    executions: dict[str, selection.Execution] = {}
-    if method == "tests" and candidates:
-        subjects = [("base", None)] + [(f"attempt-{c.attempt}", c.patch) for c in candidates]
-        for subject, patch in subjects:
-            say(f"running the tests: {subject} …")
-            executions[subject] = selection.execute(
-                lambda subject=subject: episode.open_sandbox(settings, req.repo, f"select-{subject}-{uuid.uuid4().hex[:6]}"),
-                subject, patch, tests, test_command=DEFAULT_TEST_COMMAND)
-    chosen = selection.choose(method, candidates, executions)
+    chosen, executions = selection.run_and_choose(
+        method, candidates, tests,
+        lambda subject: lambda: episode.open_sandbox(settings, req.repo, f"select-{subject}-{uuid.uuid4().hex[:6]}"),
+        test_command=DEFAULT_TEST_COMMAND, on_subject=lambda subject: say(f"running the tests: {subject} …"))
     selection.save(req.out / "selection.json", chosen, executions)
     winner = runs.get(chosen.winner) if chosen.winner is not None else None
     patch = winner.submission if winner else ""

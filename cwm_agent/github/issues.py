@@ -97,7 +97,7 @@ def clone(ref: IssueRef, dest: Path, *, git_ref: str | None = None, token: str |
     travels in git's environment (GIT_CONFIG_*), never in a URL or an argument."""
     token = token if token is not None else token_from()
     repo = repository(ref, gh, token=token)
-    url, branch = repo.clone_url, git_ref or repo.default_branch
+    url = repo.clone_url
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     if token and url.startswith(("https://", "http://")):
         env.update(token_config(token))
@@ -106,12 +106,10 @@ def clone(ref: IssueRef, dest: Path, *, git_ref: str | None = None, token: str |
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise GitHubError(f"cannot clone {url}: {done.stderr.strip()[-300:]}; pass --repo PATH to a checkout")
-    if git_ref:
+    if git_ref:  # (the clone is at the default branch already)
         done = subprocess.run(["git", "-C", str(dest), "checkout", "--quiet", git_ref], capture_output=True, text=True)
         if done.returncode != 0:
             raise GitHubError(f"{ref.owner}/{ref.repo} has no ref {git_ref!r}: {done.stderr.strip()[-200:]}")
-    elif branch:
-        subprocess.run(["git", "-C", str(dest), "checkout", "--quiet", branch], capture_output=True, text=True)
     return dest
 
 
