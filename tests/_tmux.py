@@ -78,7 +78,9 @@ class Terminal:
         if not out or out[0] != "1":
             return None
         status, killed = out[1][1:], out[2][1:]
-        return int(status) if status else 128 + int(killed or 0)  # killed by a signal: as a shell reports it
+        if not status and not killed:  # dead, but tmux has not recorded how yet: ask again
+            return None
+        return int(status) if status else 128 + int(killed)  # killed by a signal: as a shell reports it
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
