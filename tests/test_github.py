@@ -235,12 +235,12 @@ def test_issue_url_errors_are_one_line_and_exit_2(tmp_path, origin, setup, token
 
 
 def test_an_eval_row_may_name_its_issue_by_url(hub, monkeypatch):
-    from cwm_agent.bench import runner
+    from cwm_agent.bench import attempts
     from cwm_agent.github.issues import issue_statement
 
     monkeypatch.setenv("GITHUB_API_URL", hub.api_url)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    assert runner.issue_statement is issue_statement  # what run_attempt gives the agent
+    assert attempts.issue_statement is issue_statement  # what run_attempt gives the agent
     text = issue_statement("https://github.com/octo-org/calc/issues/7")
     assert text.startswith("# add() subtracts\n\ncalc.add(2, 3) returns -1.") and "It broke" in text
     again = issue_statement("https://github.com/octo-org/calc/issues/7")

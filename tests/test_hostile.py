@@ -57,7 +57,7 @@ def sandbox(docker_client, sandbox_image, host_repo, run_id):
     yield box
     box.close()
     assert tree_digest(host_repo) == digest, "the host repository changed"
-    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL}={run_id}"})
 
 
 def healthy(box: DockerSandbox, *, restarted: bool = False) -> None:
@@ -234,7 +234,7 @@ def test_rm_rf_root(docker_client, sandbox_image, host_repo):
         box.run("exit")
         healthy(box, restarted=True)
     assert tree_digest(host_repo) == digest
-    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL}={run_id}"})
 
 
 AGENT = """
@@ -251,7 +251,7 @@ time.sleep(3600)
 def wait_gone(client, container_id: str, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not client.containers.list(all=True, filters={"id": container_id}):
+        if not client.containers.list(all=True, ignore_removed=True, filters={"id": container_id}):
             return True
         time.sleep(0.25)
     return False
@@ -275,10 +275,10 @@ def test_agent_killed_with_sigkill(docker_client, sandbox_image, mode, ttl):
                 time.sleep(0.2)
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
-        assert docker_client.containers.list(filters={"id": container_id}) or mode == "idle"
+        assert docker_client.containers.list(ignore_removed=True, filters={"id": container_id}) or mode == "idle"
         assert wait_gone(docker_client, container_id, within=(ttl + 30) if mode == "busy" else 30)
     finally:
         if agent.poll() is None:
             agent.kill()
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
+        for container in docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL}={run_id}"}):
             container.remove(force=True)

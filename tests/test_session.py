@@ -68,7 +68,7 @@ def start_keeper(client, image: str, *, ttl: int = 300, timeout: float = 3.0):
 
 
 def gone(client, name: str) -> bool:
-    return not client.containers.list(all=True, filters={"name": name})
+    return not client.containers.list(all=True, ignore_removed=True, filters={"name": name})
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def trajectory(out: Path) -> dict:
 
 def containers(client, run_id: str | None = None) -> list:
     labels = ["cwm-agent"] if run_id is None else [f"cwm-agent={run_id}"]
-    return client.containers.list(all=True, filters={"label": labels})
+    return client.containers.list(all=True, ignore_removed=True, filters={"label": labels})
 
 
 DEMO_SCRIPT = [

@@ -69,4 +69,4 @@ def test_a_container_run_reads_like_a_host_run_and_is_isolated(docker_client, sa
         assert slow.exit_code is None and slow.seconds < 60  # `timeout` inside ended it
     finally:
         runner.close()
-    assert not docker_client.containers.list(all=True, filters={"id": runner.container.id})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"id": runner.container.id})

@@ -26,7 +26,6 @@ import math
 import random
 import re
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,10 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cwm_agent.agent import Events, Exit
+from cwm_agent.agent import Exit
+from cwm_agent.bench.attempts import AttemptResult, Choice, WrittenTest, choose_for, item_key, run_item
 from cwm_agent.config import ConfigError, ConfigFile, Settings
-from cwm_agent.episode import open_episode
-from cwm_agent.github.issues import issue_statement
 from cwm_agent.paths import TASKS_DIR
 from cwm_agent.bench.tasks import Task
 from cwm_agent.trajectory import dumps
@@ -56,6 +54,7 @@ EVAL_KEYS: dict[str, str] = {
     "imagine": "str", "imagine_tokens": "int", "grade": "bool",
     "test_attempts": "int", "select": "str",  # test-time scaling (selection.py)
     "pull": "str", "remove_images": "bool",  # task images on demand (sandbox/pull.py)
+    "backend": "str", "address": "str",  # where attempts run: threads here, or a Ray cluster (ray_backend.py)
 }
 # `--select tests` without --attempts / --test-attempts: K = M = 8 (CWM used 40 and reported best@16).
 SCALING_DEFAULT = 8
@@ -80,6 +79,8 @@ def check_option(key: str, value: Any, origin: str) -> None:
         raise ConfigError(f"{origin}: test_attempts must be 0 or more, got {value}")
     if key == "pull" and value not in ("never", "missing", "always"):
         raise ConfigError(f"{origin}: pull must be never, missing or always, got {value!r}")
+    if key == "backend" and value not in ("threads", "ray"):
+        raise ConfigError(f"{origin}: backend must be threads or ray, got {value!r}")
     if key == "select" and value not in ("tests", "majority", "first"):
         raise ConfigError(f"{origin}: select must be tests, majority or first, got {value!r}")
     if key == "slice" and not re.fullmatch(r"-?\d*:-?\d*", value):
@@ -106,6 +107,8 @@ class EvalOptions:
     test_attempts: int = 0  # test-generation episodes per task (CWM's test-time scaling)
     select: str | None = None  # tests | majority | first: choose one patch per task (selection.py)
     pull: str = "missing"  # task images: never | missing | always (sandbox/pull.py)
+    backend: str = "threads"  # threads (here, `workers` at once) | ray (ray_backend.py)
+    address: str | None = None  # the Ray cluster (None: RAY_ADDRESS, or a running local cluster)
     prefetch: bool = False  # pull every task image before the first attempt
     remove_images: bool = False  # remove each task image after its last attempt
     # recorded in report.json, not used by the run itself
@@ -124,7 +127,7 @@ class EvalOptions:
                 "slice": self.slice, "shuffle": self.shuffle, "imagine": imagine,
                 "imagine_tokens": self.imagine.max_tokens, "grade": self.grade,
                 "test_attempts": self.test_attempts, "select": self.select, "pull": self.pull,
-                "remove_images": self.remove_images}
+                "remove_images": self.remove_images, "backend": self.backend}
 
 
 def run_config(settings: Settings, opts: EvalOptions, config_file: ConfigFile | None) -> dict[str, Any]:
@@ -132,36 +135,6 @@ def run_config(settings: Settings, opts: EvalOptions, config_file: ConfigFile | 
     return {"file": str(config_file.path.resolve()) if config_file else None,
             "sha256": config_file.sha256 if config_file else None,
             "settings": settings.public(), "eval": opts.public()}
-
-
-@dataclass
-class AttemptResult:
-    instance_id: str
-    attempt: int
-    exit: str
-    detail: str
-    infrastructure: bool
-    patch: str
-    resolved: bool | None  # None: not graded
-    grade_status: str | None
-    warnings: list[str]
-    turns: int
-    tokens: int
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
-    imagination: dict[str, Any] | None = None  # world.imagine.Imagination.summary() when --imagine was on
-    finished: bool | None = None  # submitted, then summarised (Exit.finished); None: a row from before the rule
-    grade_unfinished: bool = False  # the rule this attempt was scored under
-
-    @property
-    def counted(self) -> bool:
-        """Is `patch` the attempt's answer? Only a finished episode's is, unless grade_unfinished."""
-        return self.grade_unfinished or self.finished is not False
-
-    @property
-    def model_patch(self) -> str:
-        """What predictions.jsonl holds: the patch, or "" for an episode that did not finish."""
-        return self.patch if self.counted else ""
 
 
 FINISHED_ONLY = ("only finished episodes (submitted, then summarised) are graded; one that a limit ended "
@@ -197,6 +170,10 @@ def load_results(path: Path) -> dict[tuple[str, int], AttemptResult]:
     return _latest(path, AttemptResult)
 
 
+def load_tests(path: Path) -> dict[tuple[str, int], WrittenTest]:
+    return _latest(path, WrittenTest)
+
+
 def plan(tasks: list[Task], done: dict[tuple[str, int], AttemptResult], opts: EvalOptions) -> list[tuple[Task, int]]:
     todo = []
     for task in tasks:
@@ -230,144 +207,6 @@ class Recorder:
                                          "model_name_or_path": self.model_name}) + "\n")
 
 
-class _TaskEvents(Events):
-    def __init__(self, on_turn: Callable[[int], None]):
-        self.on_turn = on_turn
-
-    def on_turn_start(self, turn: int, remaining_tokens: int) -> None:
-        self.on_turn(turn)
-
-
-def run_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
-                on_turn: Callable[[int], None], should_stop: Callable[[], bool], grade: bool,
-                imagine: ImagineSpec | None = None) -> AttemptResult:
-    folder = out / "instances" / task.instance_id / f"attempt-{attempt}"
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    imagine = imagine or ImagineSpec()
-    statement = issue_statement(task.problem_statement)  # a row may name a GitHub issue by its URL
-    with tempfile.TemporaryDirectory(prefix="cwm-eval-") as tmp:
-        repo = None if imagine.dream else _checkout_for(task, tmp)
-        with open_episode(model, settings, repo=repo, run_id=f"eval-{task.instance_id}-{attempt}",
-                          trajectory_path=folder / "trajectory.json", image=task.image,
-                          task={"label": task.instance_id, "attempt": attempt, "issue": statement,
-                                "base_commit": task.base_commit, "image": task.image},
-                          imagine=imagine, events=_TaskEvents(on_turn), should_stop=should_stop) as ep:
-            episode = ep.agent.run(statement)
-            imagination = ep.agent.imagination
-    patch = episode.submission or ""
-    resolved = status = None
-    warnings: list[str] = []
-    timings = dict(episode.timings)
-    scored = not episode.exit.infrastructure and episode.exit is not Exit.INTERRUPTED
-    counted = episode.exit.finished or settings.grade_unfinished
-    if scored and not counted:  # failed whatever it submitted: not graded, counted unresolved
-        resolved, status = False, "unfinished"
-    elif grade and scored and not imagine.dream:
-        from cwm_agent.bench.grade import grade_task
-
-        verdict = grade_task(task, patch)
-        resolved, status, warnings = verdict.resolved, verdict.status, list(verdict.warnings)
-        (folder / "log.txt").write_text(verdict.log, encoding="utf-8")
-        timings["grade"] = verdict.seconds
-    return AttemptResult(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
-                         patch, resolved, status, warnings, episode.turns, episode.tokens,
-                         time.monotonic() - started, timings,
-                         imagination.summary() if imagination else None,
-                         finished=episode.exit.finished, grade_unfinished=settings.grade_unfinished)
-
-
-@dataclass
-class WrittenTest:
-    """One test-generation episode (CWM's USER_TESTGEN): its submitted test_issue.py."""
-
-    instance_id: str
-    attempt: int
-    exit: str
-    detail: str
-    infrastructure: bool
-    test: str  # the submitted file ("" when none)
-    finished: bool
-    turns: int
-    tokens: int
-    seconds: float
-
-
-def load_tests(path: Path) -> dict[tuple[str, int], WrittenTest]:
-    return _latest(path, WrittenTest)
-
-
-def _checkout_for(task: Task, tmp: str) -> Path | None:
-    """The repository a sandbox copies for ``task`` (None: its image holds it)."""
-    if task.image:
-        return None
-    repo = Path(tmp) / "repo"
-    task.checkout(repo)
-    return repo
-
-
-def run_test_attempt(task: Task, attempt: int, *, settings: Settings, model, out: Path,
-                     on_turn: Callable[[int], None], should_stop: Callable[[], bool]) -> WrittenTest:
-    """A test-generation episode on the task's issue; its test lands in test-attempt-N/test_issue.py."""
-    folder = out / "instances" / task.instance_id / f"test-attempt-{attempt}"
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    statement = issue_statement(task.problem_statement)
-    with tempfile.TemporaryDirectory(prefix="cwm-testgen-") as tmp:
-        with open_episode(model, settings, repo=_checkout_for(task, tmp), run_id=f"testgen-{task.instance_id}-{attempt}",
-                          trajectory_path=folder / "trajectory.json", image=task.image, kind="test",
-                          task={"label": task.instance_id, "attempt": attempt, "issue": statement, "kind": "test"},
-                          events=_TaskEvents(on_turn), should_stop=should_stop) as ep:
-            episode = ep.agent.run(statement)
-    test = episode.submission or ""
-    if test:
-        (folder / "test_issue.py").write_bytes(test.encode("utf-8", "surrogateescape"))
-    return WrittenTest(task.instance_id, attempt, episode.exit.value, episode.detail, episode.exit.infrastructure,
-                       test, episode.exit.finished, episode.turns, episode.tokens, time.monotonic() - started)
-
-
-def select_task(task: Task, results: list[AttemptResult], tests: list[WrittenTest], *, method: str,
-                settings: Settings, out: Path, run: bool = True, reuse: bool = True) -> dict[str, Any]:
-    """Choose one of the task's patches (selection.py) and save why in instances/ID/selection.json.
-    The task is blinded first: selection never sees the hidden tests. ``run`` False: only the
-    saved executions are used (re-selection); ``reuse`` False: saved executions are dropped (the
-    attempts were run again)."""
-    from cwm_agent.bench import selection
-    from cwm_agent.episode import open_sandbox
-
-    seen = selection.blinded(task)
-    folder = out / "instances" / task.instance_id
-    folder.mkdir(parents=True, exist_ok=True)
-    record = folder / "selection.json"
-    candidates = [selection.Candidate(r.attempt, r.patch, r.tokens) for r in sorted(results, key=lambda r: r.attempt)
-                  if not r.infrastructure and r.counted and r.patch.strip()]
-    generated = [selection.GeneratedTest(t.attempt, t.test) for t in sorted(tests, key=lambda t: t.attempt)
-                 if t.finished and t.test.strip()]
-    saved = selection.load_executions(record) if reuse else {}
-    with tempfile.TemporaryDirectory(prefix="cwm-select-") as tmp:
-        repo = _checkout_for(seen, tmp) if run and method == "tests" and candidates else None
-
-        def fresh(subject: str):
-            return lambda: open_sandbox(settings, repo, f"select-{task.instance_id}-{subject}", image=seen.image)
-
-        chosen, executions = selection.run_and_choose(method, candidates, generated, fresh, run=run,
-                                                      test_command=selection.suite_command(seen), executions=saved)
-    selection.save(record, chosen, executions)
-    by_attempt = {r.attempt: r for r in results}
-    winner = by_attempt.get(chosen.winner) if chosen.winner is not None else None
-    majority = selection.choose("majority", candidates)
-    first = selection.choose("first", candidates)
-    return {"instance_id": task.instance_id, "method": method, "winner": chosen.winner,
-            "resolved": bool(winner and winner.resolved), "reason": chosen.reason,
-            "majority_winner": majority.winner,
-            "majority_resolved": bool(majority.winner and by_attempt[majority.winner].resolved),
-            "first_resolved": bool(first.winner and by_attempt[first.winner].resolved),
-            "any_resolved": any(bool(r.resolved) for r in results if not r.infrastructure),
-            "candidates": len(candidates), "tests": len(generated), "kept_tests": len(chosen.kept_tests),
-            "container_seconds": round(chosen.container_seconds, 3),
-            "patch": winner.patch if winner else ""}
-
-
 class Progress:
     """What a progress display needs: totals and one row per running attempt."""
 
@@ -381,8 +220,9 @@ class Progress:
 
 def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
              on_update: Callable[[Progress], None] = lambda _p: None) -> list[AttemptResult]:
-    """Run every planned attempt with `opts.workers` threads. Ctrl-C stops the workers between turns;
-    interrupted attempts are not recorded, so the next run picks them up."""
+    """Run every planned attempt: `opts.workers` threads here, or Ray tasks across a cluster
+    (opts.backend "ray", ray_backend.py). Either way results are recorded here, as they arrive.
+    Ctrl-C stops the attempts; interrupted ones are not recorded, so the next run picks them up."""
     build_imagination(model, opts.imagine)  # refuse a chat-format model once, before any attempt
     opts.out.mkdir(parents=True, exist_ok=True)
     done = load_results(opts.out / "results.jsonl")
@@ -396,12 +236,46 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
                 todo.append((task, attempt, "test"))
     recorder = Recorder(opts.out, model.name)
     progress = Progress(len(todo))
-    stop = threading.Event()
     results: list[AttemptResult] = []
+
+    def deliver(record: AttemptResult | WrittenTest) -> None:
+        """A finished work item: recorded at once (an interrupted one is left for the next run)."""
+        if record.exit == Exit.INTERRUPTED.value:
+            return
+        if isinstance(record, WrittenTest):
+            recorder.record_test(record)
+        else:
+            recorder.record(record)
+            results.append(record)
+        with progress.lock:
+            progress.finished += 1
+            progress.resolved += bool(getattr(record, "resolved", False))
+        on_update(progress)
+
+    if opts.backend == "ray":
+        from cwm_agent.bench.ray_backend import RayBackend
+
+        with RayBackend(opts, settings, progress, on_update) as backend:
+            # Each node pulls what its items need; prefetch and removal reach the nodes.
+            images = _Images(opts, [task for task, _, _ in todo], progress, on_update, on_nodes=backend)
+            if opts.prefetch:
+                images.prefetch()
+            backend.run(todo, deliver, done=images.done)
+            if opts.select:
+                run_selection(chosen_tasks, opts, settings, images=images, remote=backend)
+        return results
+    _run_threads(todo, opts, settings, model, progress, on_update, deliver, chosen_tasks)
+    return results
+
+
+def _run_threads(todo: list[tuple[Task, int, str]], opts: EvalOptions, settings: Settings, model,
+                 progress: Progress, on_update: Callable[[Progress], None],
+                 deliver: Callable[[AttemptResult | WrittenTest], None], chosen_tasks: list[Task]) -> None:
+    stop = threading.Event()
     images = _Images(opts, [task for task, _, _ in todo], progress, on_update)
 
-    def work(task: Task, attempt: int, kind: str) -> AttemptResult | None:
-        key = f"{task.instance_id}#{attempt}" + (" (test)" if kind == "test" else "")
+    def work(task: Task, attempt: int, kind: str) -> None:
+        key = item_key(task, attempt, kind)
 
         def on_turn(turn: int) -> None:
             with progress.lock:
@@ -409,46 +283,15 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             on_update(progress)
 
         on_turn(0)
-        if kind == "test":
-            return _test_work(task, attempt, key, on_turn)
         try:
-            images.ensure(task)
-            result = run_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
-                                 should_stop=stop.is_set, grade=opts.grade, imagine=opts.imagine)
-        except Exception as exc:  # a broken task or sandbox must not stop the batch
-            result = AttemptResult(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
-                                   True, "", None, None, [], 0, 0, 0.0)
+            record = run_item(task, attempt, kind, settings=settings, model=model, out=opts.out, on_turn=on_turn,
+                              should_stop=stop.is_set, ensure_image=images.ensure, grade=opts.grade,
+                              imagine=opts.imagine)
         finally:
             with progress.lock:
                 progress.running.pop(key, None)
             images.done(task)
-        if result.exit == Exit.INTERRUPTED.value:
-            return None
-        recorder.record(result)
-        with progress.lock:
-            progress.finished += 1
-            progress.resolved += bool(result.resolved)
-        on_update(progress)
-        return result
-
-    def _test_work(task: Task, attempt: int, key: str, on_turn: Callable[[int], None]) -> None:
-        try:
-            images.ensure(task)
-            made = run_test_attempt(task, attempt, settings=settings, model=model, out=opts.out, on_turn=on_turn,
-                                    should_stop=stop.is_set)
-        except Exception as exc:
-            made = WrittenTest(task.instance_id, attempt, Exit.SANDBOX_ERROR.value, f"{type(exc).__name__}: {exc}",
-                               True, "", False, 0, 0, 0.0)
-        finally:
-            with progress.lock:
-                progress.running.pop(key, None)
-            images.done(task)
-        if made.exit != Exit.INTERRUPTED.value:
-            recorder.record_test(made)
-            with progress.lock:
-                progress.finished += 1
-            on_update(progress)
-        return None
+        deliver(record)
 
     if opts.prefetch:
         images.prefetch()
@@ -457,7 +300,8 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                results += [r for f in finished if (r := f.result()) is not None]
+                for future in finished:
+                    future.result()
         except KeyboardInterrupt:
             stop.set()
             for future in pending:
@@ -465,8 +309,7 @@ def run_eval(tasks: list[Task], opts: EvalOptions, settings: Settings, *, model,
             wait(pending)
             raise
         if opts.select:
-            run_selection(chosen_tasks, opts, settings, pool=pool, images=images)
-    return results
+            run_selection(chosen_tasks, opts, settings, mapper=pool.map, images=images)
 
 
 class _Images:
@@ -474,8 +317,9 @@ class _Images:
     its last one with opts.remove_images (after its selection, when there is one)."""
 
     def __init__(self, opts: EvalOptions, work: list[Task], progress: Progress,
-                 on_update: Callable[[Progress], None]):
-        self.opts, self.progress, self.on_update = opts, progress, on_update
+                 on_update: Callable[[Progress], None], *, on_nodes: Any = None):
+        """``on_nodes`` (the Ray backend): the nodes pull (prefetch_images) and remove (remove_image)."""
+        self.opts, self.progress, self.on_update, self.on_nodes = opts, progress, on_update, on_nodes
         self.tasks = {t.instance_id: t for t in work if t.image}
         self.left = Counter(t.image for t in work if t.image)  # work items still to finish, per image
         if opts.select:
@@ -501,11 +345,14 @@ class _Images:
         self.on_update(self.progress)
 
     def ensure(self, task: Task) -> None:
-        if task.image:
+        if task.image and self.on_nodes is None:
             self.puller.ensure(task.image)
 
     def prefetch(self) -> None:
         """Every image first, one after another; one that fails is left to its attempts to report."""
+        if self.on_nodes is not None:
+            self.on_nodes.prefetch_images(sorted({t.image for t in self.tasks.values()}))
+            return
         for image in sorted({t.image for t in self.tasks.values()}):
             try:
                 self.puller.ensure(image)
@@ -520,35 +367,40 @@ class _Images:
             self.left[task.image] -= 1
             last = self.left[task.image] <= 0
         if last:
-            self.puller.remove(task.image)
+            self.remove(task.image)
+
+    def remove(self, image: str) -> None:
+        if self.on_nodes is not None:
+            self.on_nodes.remove_image(image)
+        else:
+            self.puller.remove(image)
 
 
-def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *, pool: ThreadPoolExecutor | None = None,
-                  run: bool = True, images: _Images | None = None) -> list[dict[str, Any]]:
+def run_selection(tasks: list[Task], opts: EvalOptions, settings: Settings, *,
+                  mapper: Callable[..., Any] = map, run: bool = True, images: _Images | None = None,
+                  remote: Any = None) -> list[dict[str, Any]]:
     """Choose one patch per task (opts.select) from the saved attempts; selection.jsonl and
-    predictions-selected.jsonl hold the choices, instances/ID/selection.json the reasons."""
+    predictions-selected.jsonl hold the choices, instances/ID/selection.json the reasons.
+    Here the selections run through ``mapper`` (map: one after another; a thread pool's map);
+    ``remote`` (the Ray backend) runs each on a cluster node and brings its selection.json back."""
     results = load_results(opts.out / "results.jsonl")
     tests = load_tests(opts.out / "tests.jsonl")
+    choices = [Choice(task, [r for (iid, _), r in results.items() if iid == task.instance_id],
+                      [t for (iid, _), t in tests.items() if iid == task.instance_id]) for task in tasks]
 
-    def one(task: Task) -> dict[str, Any]:
-        mine = [r for (iid, _), r in results.items() if iid == task.instance_id]
-        made = [t for (iid, _), t in tests.items() if iid == task.instance_id]
+    def one(choice: Choice) -> dict[str, Any]:
         try:
-            if images is not None and run and opts.select == "tests":
-                images.ensure(task)
-            return select_task(task, mine, made, method=opts.select, settings=settings, out=opts.out, run=run,
-                               reuse=not opts.rerun)
-        except Exception as exc:  # one task's broken selection must not stop the others
-            return {"instance_id": task.instance_id, "method": opts.select, "winner": None, "resolved": False,
-                    "reason": f"selection failed: {type(exc).__name__}: {exc}", "error": True, "patch": ""}
+            return choose_for(choice, method=opts.select, settings=settings, out=opts.out, run=run,
+                              reuse=not opts.rerun,
+                              ensure_image=images.ensure if images is not None else lambda _task: None)
         finally:
             if images is not None:
-                images.done(task)
+                images.done(choice.task)
 
-    if pool is not None:
-        chosen = list(pool.map(one, tasks))
+    if remote is not None:
+        chosen = remote.select(choices, run=run, done=images.done if images is not None else lambda _task: None)
     else:
-        chosen = [one(task) for task in tasks]
+        chosen = list(mapper(one, choices))
     with (opts.out / "selection.jsonl").open("w", encoding="utf-8") as fh:
         for row in chosen:
             fh.write(dumps({k: v for k, v in row.items() if k != "patch"}) + "\n")

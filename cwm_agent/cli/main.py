@@ -368,6 +368,8 @@ def eval_command(
     pull: Optional[str] = typer.Option(None, "--pull", help="Task images (a row's `image`): missing (pull what the engine lacks, before the task's first attempt; default) | always | never (a missing image is an infrastructure error that says how to get it)."),
     prefetch: bool = typer.Option(False, "--prefetch", help="Pull every task image before the first attempt."),
     remove_images: Optional[bool] = typer.Option(None, "--remove-images/--keep-images", help="Remove each task image after its last attempt, to save disk (default: keep)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Where attempts run: threads (here, --workers at once; default) | ray (each attempt a Ray task on a node that announces a `docker` resource; pip install 'cwm-agent[ray]'). Results, trajectories and resume stay in --out on this machine."),
+    address: Optional[str] = typer.Option(None, "--address", help="The Ray cluster for --backend ray (HOST:PORT of its head; default: RAY_ADDRESS, or the cluster this machine belongs to)."),
     instance_ids: Optional[list[str]] = typer.Option(None, "--instance-ids", help="Only these tasks (repeat the flag or separate ids with commas)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Eval folder; re-running with the same folder resumes. Default: cwm-runs/eval, or cwm-runs/NAME with --config evals/NAME.toml."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Episodes in parallel, each in its own container (default 1)."),
@@ -423,7 +425,9 @@ def eval_command(
     options = _eval_options(file, tasks=tasks, workers=workers, attempts=attempts,
                             filter=filter, slice=slice_, shuffle=shuffle, grade=grade, imagine=imagine,
                             imagine_tokens=imagine_tokens, test_attempts=test_attempts, select=select_, pull=pull,
-                            remove_images=remove_images)
+                            remove_images=remove_images, backend=backend, address=address)
+    if options.get("address") and options.get("backend") != "ray":
+        raise UsageProblem("--address names a Ray cluster: add --backend ray")
     if options.get("tasks") is None:
         either = f"name one with `tasks = ...` in {config}" if config else "--config evals/NAME.toml"
         raise UsageProblem(f"no task set; pass TASKS (a folder like tasks/, a .jsonl of SWE-bench rows, or `bundled`) "
@@ -435,7 +439,11 @@ def eval_command(
     out = out or Path("cwm-runs") / (config.stem if config is not None else "eval")
     scaling = options.get("select") == "tests"
     default_k = evaluate.SCALING_DEFAULT if scaling else 1
-    opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 1), attempts=options.get("attempts", default_k),
+    on_ray = options.get("backend") == "ray"
+    # On Ray, without --workers, every `docker` slot of the cluster is used (0: no cap of our own).
+    opts = evaluate.EvalOptions(out=out, workers=options.get("workers", 0 if on_ray else 1),
+                                attempts=options.get("attempts", default_k),
+                                backend=options.get("backend", "threads"), address=options.get("address"),
                                 test_attempts=options.get("test_attempts", evaluate.SCALING_DEFAULT if scaling else 0),
                                 select=options.get("select"), pull=options.get("pull", "missing"),
                                 prefetch=prefetch, remove_images=options.get("remove_images", False),
@@ -909,6 +917,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     # Imported here, only once a command has failed: `--help` starts faster without them.
     from cwm_agent.bench.generate import GenerateError
     from cwm_agent.bench.grade import GradeError
+    from cwm_agent.bench.ray_backend import ClusterError
     from cwm_agent.bench.swebench_export import ExportError
     from cwm_agent.bench.tasks import TaskError
     from cwm_agent.github.action import ActionError
@@ -918,7 +927,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from cwm_agent.sandbox.patch import PatchError
 
     return (UsageProblem, ConfigError, SandboxError, ModelError, PatchError, TaskError, GradeError,
-            ExportError, GenerateError, GitHubError, ActionError)
+            ExportError, GenerateError, GitHubError, ActionError, ClusterError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -210,7 +210,8 @@ def our_containers(client: Any, run_id: str | None = None, *, mine: bool = False
     if mine:
         wanted.append(f"{OWNER_LABEL}={_owner()}")
     wanted += [f"{key}={value}" for key, value in (labels or {}).items()]
-    return client.containers.list(all=True, filters={"label": wanted})
+    # ignore_removed: one that goes away between docker-py's listing and its inspection is not an error
+    return client.containers.list(all=True, filters={"label": wanted}, ignore_removed=True)
 
 
 # Arguments no caller may add to container_args: a container of ours never joins a network,
