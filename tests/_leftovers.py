@@ -15,12 +15,16 @@ from cwm_agent.sandbox.docker import LABEL, our_containers
 
 
 class Leftovers:
-    def __init__(self, client: Any, run_id: str | None = None, *, labels: dict[str, str] | None = None):
-        self.client, self.run_id, self.labels = client, run_id, labels
+    """``everyone``: containers other processes started count too (a CLI in a subprocess, Ray
+    workers); only for tests that run alone."""
+
+    def __init__(self, client: Any, run_id: str | None = None, *, labels: dict[str, str] | None = None,
+                 everyone: bool = False):
+        self.client, self.run_id, self.labels, self.everyone = client, run_id, labels, everyone
         self.before = {c.id for c in self._ours()}
 
     def _ours(self) -> list[Any]:
-        return our_containers(self.client, self.run_id, mine=True, labels=self.labels)
+        return our_containers(self.client, self.run_id, mine=not self.everyone, labels=self.labels)
 
     def left(self) -> list[Any]:
         """The containers of ours that appeared since this check was made and are still there."""

@@ -91,7 +91,7 @@ def run(out: Path, tasks, server, on_update=lambda _p: None, **opts) -> list[eva
 
 
 def test_the_bundled_tasks_give_the_same_verdicts_on_ray_as_on_threads(tmp_path, cluster, docker_client):
-    leftovers = Leftovers(docker_client)
+    leftovers = Leftovers(docker_client, everyone=True)  # Ray workers start them
     tasks = load_tasks(TASKS_DIR)
     with ScriptedServer([Solver(tasks)] * 100) as server:
         run(tmp_path / "threads", tasks, server, workers=2)
@@ -115,7 +115,7 @@ def test_the_bundled_tasks_give_the_same_verdicts_on_ray_as_on_threads(tmp_path,
 
 
 def test_a_node_killed_mid_attempt_costs_a_retry_not_a_result(tmp_path, sandbox_image, docker_client):
-    leftovers = Leftovers(docker_client)
+    leftovers = Leftovers(docker_client, everyone=True)  # Ray workers start them
     tasks = [t for t in load_tasks(TASKS_DIR)][:4]
     solver = Solver(tasks, hold=True)
     with RayCluster(tmp_path / "cluster", nodes=2, docker=1) as killable, \
@@ -142,14 +142,17 @@ def test_a_node_killed_mid_attempt_costs_a_retry_not_a_result(tmp_path, sandbox_
     assert leftovers.describe() == []
 
 
-def cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cwm_agent.cli", "eval", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}, **kw)
+def cli(log: Path, *args: str) -> subprocess.Popen:
+    """`cwm-agent eval ARGS`, its output in ``log`` (a pipe nobody reads could block it)."""
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "cwm_agent.cli", "eval", *args], stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
 
 
-def test_a_killed_driver_resumes_and_a_missing_image_is_a_named_infrastructure_error(tmp_path, cluster):
+def test_ctrl_c_and_a_killed_driver_lose_nothing_and_a_missing_image_is_named(tmp_path, cluster, docker_client):
     import datasets
 
+    leftovers = Leftovers(docker_client, everyone=True)  # Ray workers start them
     tasks = load_tasks(TASKS_DIR)[:3]
     rows = [{**t.to_row(), "source": str(t.source_dir().resolve()), "FAIL_TO_PASS": json.dumps(t.FAIL_TO_PASS),
              "PASS_TO_PASS": json.dumps(t.PASS_TO_PASS)} for t in tasks]
@@ -161,15 +164,23 @@ def test_a_killed_driver_resumes_and_a_missing_image_is_a_named_infrastructure_e
             "--pull", "never", "--max-turns", "6", "--max-format-errors", "2"]
     solver = Solver(tasks, hold=True)
     with ScriptedServer([solver] * 60) as server:
-        first = cli(*args, "--base-url", server.base_url)
+        # Ctrl-C: the remote attempts are cancelled (their sandboxes closed), nothing is recorded for them.
+        first = cli(tmp_path / "first.log", *args, "--base-url", server.base_url)
         solver.wait_for(2)  # both slots busy, nothing finished but the image row
-        first.send_signal(signal.SIGKILL)
-        first.wait(60)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(120) == 130
+        assert set(verdicts(out)) <= {("needs-an-image", 1)}
+        # kill -9 of the driver: Ray ends the tasks it owned; the next run resumes.
+        second = cli(tmp_path / "second.log", *args, "--base-url", server.base_url)
+        solver.wait_for(4)
+        second.send_signal(signal.SIGKILL)
+        second.wait(60)
         before = verdicts(out)
         solver.release.set()
-        second = cli(*args, "--base-url", server.base_url)
-        stdout, stderr = second.communicate(timeout=600)
-    assert second.returncode == 0, stderr
+        third = cli(tmp_path / "third.log", *args, "--base-url", server.base_url)
+        third.wait(600)
+    said = (tmp_path / "third.log").read_text()
+    assert third.returncode == 0, said
     results = evaluate.load_results(out / "results.jsonl")
     assert set(before) <= set(results) and sorted(iid for iid, _ in results) == \
            sorted([t.instance_id for t in tasks] + ["needs-an-image"])
@@ -178,7 +189,11 @@ def test_a_killed_driver_resumes_and_a_missing_image_is_a_named_infrastructure_e
     assert all(r.resolved == (r.instance_id != FLAILS) for r in results.values() if not r.infrastructure)
     for task in tasks:
         assert (out / "instances" / task.instance_id / "attempt-1" / "trajectory.json").exists()
-    assert "resolved" in stdout
+    assert "report:" in said
+    deadline = time.monotonic() + 15  # the killed driver's sandboxes go with their keepers' streams
+    while leftovers.left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert leftovers.describe() == []
 
 
 def test_no_cluster_is_one_clear_line(tmp_path):
@@ -192,3 +207,21 @@ def test_no_cluster_is_one_clear_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cwm_agent.cli", "eval", "bundled", "--address", "127.0.0.1:1"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "add --backend ray" in done.stderr
+
+
+def test_test_time_scaling_runs_its_episodes_and_its_selection_on_the_cluster(tmp_path, cluster):
+    from test_scaling import README, REPRODUCES, TASK, gold_episode, patch_episode, writer_episode
+
+    task = next(t for t in load_tasks(TASKS_DIR) if t.instance_id == TASK)
+    # --workers 1: one item in flight, so the scripted replies come in the order written
+    script = patch_episode(README) + gold_episode(task) + writer_episode(REPRODUCES)
+    with ScriptedServer(script, model_id="facebook/cwm") as server:
+        run(tmp_path / "eval", [task], server, workers=1, attempts=2, test_attempts=1, select="tests",
+            backend="ray", address=cluster.address)
+    out = tmp_path / "eval"
+    record = json.loads((out / "instances" / TASK / "selection.json").read_text())  # written on a node, brought back
+    assert record["selection"]["winner"] == 2 and record["selection"]["kept_tests"] == [1]
+    assert record["executions"]["base"]["tests"] == {"1": "reproduced"}
+    assert (out / "instances" / TASK / "test-attempt-1" / "test_issue.py").read_text() == REPRODUCES
+    selected = [json.loads(line) for line in (out / "predictions-selected.jsonl").read_text().splitlines()]
+    assert selected == [{"instance_id": TASK, "model_patch": task.patch, "model_name_or_path": "cwm-agent (select tests)"}]

@@ -228,10 +228,27 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
+        self._check_endpoint(here)
         self.board = ray.remote(num_cpus=0)(_Board).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
         self._call = ray.remote(_node_call)
         return self
+
+    def _check_endpoint(self, here: str) -> None:
+        """The model's URL travels to every node: a loopback one only works on this machine."""
+        from urllib.parse import urlparse
+
+        host = urlparse(self.settings.base_url or "").hostname or ""
+        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+            return
+        nodes = [n for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(DOCKER)]
+        mine = next((n["NodeManagerAddress"] for n in self.ray.nodes() if n["NodeID"] == here), None)
+        elsewhere = sorted({n["NodeManagerAddress"] for n in nodes} - {mine})
+        if elsewhere:
+            self.ray.shutdown()
+            raise ClusterError(f"--base-url {self.settings.base_url} is this machine's loopback, which the Docker "
+                               f"hosts at {', '.join(elsewhere)} cannot reach: pass an address they can (the GPU "
+                               "box's name or IP; `cwm-agent serve --host 0.0.0.0` serves beyond loopback)")
 
     def __exit__(self, *exc: Any) -> None:
         try:
