@@ -119,8 +119,8 @@ STRAWBERRY_R = (
     + LINE + '{"s": "..", "letter": "..", "n": "..", "c": ".."}' + ACT + FOR + SEP
     + LINE + '{"s": "..", "letter": "..", "n": "..", "c": ".."}' + ACT + "    return n\n" + SEP
     + RET + ACT + "    return n\n" + ARG + '"3"' + SEP
-    # back in f: its unchanged locals are ".." against f's own previous frame
-    + LINE + '{"c": "..", "word": "..", "num": "3"}' + ACT + "    return num\n" + SEP
+    # back in f after a return: every local in full (the release's walk stops at a return frame)
+    + LINE + '{"c": "\'r\'", "word": "\'strawberry\'", "num": "3"}' + ACT + "    return num\n" + SEP
     + RET + ACT + "    return num\n" + ARG + '"3"' + SEP
     + END
 )
@@ -198,18 +198,18 @@ TOTAL_2 = (
     + LINE + '{"n": ".."}' + ACT + RANGE + SEP
     + LINE + '{"n": "..", "i": "0"}' + ACT + YIELD + SEP
     + RET + ACT + YIELD + ARG + '"0"' + SEP  # a yield is a return frame
-    + LINE + '{"n": "..", "acc": "..", "v": "0"}' + ACT + "        acc += v\n" + SEP
+    + LINE + '{"n": "2", "acc": "0", "v": "0"}' + ACT + "        acc += v\n" + SEP  # after a return: in full
     + LINE + '{"n": "..", "acc": "..", "v": ".."}' + ACT + LOOP + SEP
     + CALL + '{"n": "2", "i": "0"}' + ACT + YIELD + SEP  # resumed at the yield, locals in full
     + LINE + '{"n": "..", "i": ".."}' + ACT + RANGE + SEP
     + LINE + '{"n": "..", "i": "1"}' + ACT + YIELD + SEP
     + RET + ACT + YIELD + ARG + '"1"' + SEP
-    + LINE + '{"n": "..", "acc": "..", "v": "1"}' + ACT + "        acc += v\n" + SEP
+    + LINE + '{"n": "2", "acc": "0", "v": "1"}' + ACT + "        acc += v\n" + SEP
     + LINE + '{"n": "..", "acc": "1", "v": ".."}' + ACT + LOOP + SEP
     + CALL + '{"n": "2", "i": "1"}' + ACT + YIELD + SEP
     + LINE + '{"n": "..", "i": ".."}' + ACT + RANGE + SEP
     + RET + ACT + RANGE + ARG + '"None"' + SEP
-    + LINE + '{"n": "..", "acc": "..", "v": ".."}' + ACT + "    return acc\n" + SEP
+    + LINE + '{"n": "2", "acc": "1", "v": "1"}' + ACT + "    return acc\n" + SEP
     + RET + ACT + "    return acc\n" + ARG + '"1"' + SEP
     + END
 )
@@ -311,7 +311,7 @@ PROCESS = (
     + CALL + '{"x": "4"}' + ACT + "def double(x):\n" + SEP
     + LINE + '{"x": ".."}' + ACT + "    return 2 * x\n" + SEP
     + RET + ACT + "    return 2 * x\n" + ARG + '"8"' + SEP
-    + LINE + '{"xs": "..", "evens": "..", "doubled": "{2: 4, 4: 8}"}' + ACT + "    return len(doubled)\n" + SEP
+    + LINE + '{"xs": "[1, 2, 4]", "evens": "[2, 4]", "doubled": "{2: 4, 4: 8}"}' + ACT + "    return len(doubled)\n" + SEP
     + RET + ACT + "    return len(doubled)\n" + ARG + '"2"' + SEP
     + END
 )
@@ -657,7 +657,7 @@ def test_garbage():
 
 
 def test_writing_out_unchanged_values_is_not_an_error():
-    spelled = STRAWBERRY_R.replace('{"c": "..", "word": "..", "num": "3"}', '{"c": "\'r\'", "word": "\'strawberry\'", "num": "3"}')
+    spelled = STRAWBERRY_R.replace('{"s": "..", "letter": "..", "n": "0"}', '{"s": "\'strawberry\'", "letter": "\'r\'", "n": "0"}')
     assert spelled != STRAWBERRY_R
     assert compare(STRAWBERRY_R, spelled).state_exact == 1.0
 

@@ -38,11 +38,12 @@ What is traced, and how (the decisions the model's format leaves open):
   line for decorated functions; the def line is what the model sees marked).
 - Locals are ``frame.f_locals`` (bound names only, closure variables included),
   each shown as ``repr()``. Call frames always show every local in full; a line
-  frame shows ``".."`` for a local whose repr is unchanged since the previous
-  call/line frame of the same activation (frame object), so a caller's locals
-  after a nested call are still ``".."`` when unchanged. (The released demo,
-  cwmdbg.py, only resolves ``".."`` back to the last call/return boundary;
-  the spec's per-call rule is followed here.)
+  frame shows ``".."`` for a local exactly where CWM's release reads it back
+  (demos/cwmdbg.py ``local_vars``): walking back through the preceding frames in
+  trace order, the first frame showing the name with a real value has the same
+  repr; the walk takes a call frame's values and stops there, and stops at a
+  return frame. So the first frame of a caller after a nested call returns shows
+  every local in full. trace_metrics.replay reads frames by the same walk.
 - A repr that raises is shown as ``<repr raised TYPE: message>``; one longer than
   ``repr_limit`` characters is cut there and ends with ``...[truncated]``
   (big lists/tuples/dicts/sets are cut without building the whole repr).

@@ -141,38 +141,34 @@ def parse_trace(text: str) -> ParsedTrace:
 # --- resolving ".." and the entry's outcome ------------------------------------
 
 
-@dataclass
-class _Context:
-    state: dict[str, str]
-    exception: str | None = None  # the value of its last frame, when that was an exception
-
-
 def replay(frames: Sequence[Frame]) -> tuple[list[dict[str, str] | None], tuple[str, str | None] | None]:
-    """Each frame's full locals (".." resolved against the previous frame of the same
-    call, tracked with a call stack; None for return/exception/invalid frames), and
-    the outcome of the outermost call: ("return", value) or ("raise", exception)."""
-    stack: list[_Context] = []
+    """Each frame's full locals, read as CWM's release reads them (demos/cwmdbg.py
+    `local_vars`): a ".." value is the first real value of that name found walking back
+    through the preceding frames in trace order; the walk takes a call frame's values and
+    stops there, and stops at a return frame with nothing found (then ".." stays, and
+    cannot match a real value). None for return/exception/invalid frames. Also the outcome
+    of the outermost call: ("return", value) or ("raise", exception)."""
+    seen: dict[str, str] = {}  # what the walk back finds from the next frame
+    depth = 0
+    raised: str | None = None  # the exception leaving the current call, if one is
     states: list[dict[str, str] | None] = []
     outcome: tuple[str, str | None] | None = None
     for frame in frames:
         state: dict[str, str] | None = None
-        if frame.event == "call":
-            state = dict(frame.locals)
-            stack.append(_Context(state))
-        elif frame.event == "line":
-            if not stack:
-                stack.append(_Context({}))  # a prediction that starts mid-function
-            previous = stack[-1].state
-            state = {k: previous.get(k, v) if v == UNCHANGED else v for k, v in frame.locals.items()}
-            stack[-1].state, stack[-1].exception = state, None
+        if frame.event in ("call", "line"):
+            state = {k: seen.get(k, v) if v == UNCHANGED else v for k, v in frame.locals.items()}
+            real = {k: v for k, v in frame.locals.items() if v != UNCHANGED}
+            seen = real if frame.event == "call" else {**seen, **real}
+            depth += frame.event == "call" or depth == 0  # (a prediction may start mid-function)
+            raised = None
         elif frame.event == "exception":
-            if stack:
-                stack[-1].exception = frame.value
-        elif frame.event == "return" and stack:
-            context = stack.pop()
-            if not stack:
+            raised = frame.value
+        elif frame.event == "return":
+            seen = {}
+            if depth == 1:
                 # settrace reports a function left by an exception as exception + return None
-                outcome = ("raise", context.exception) if context.exception is not None else ("return", frame.value)
+                outcome = ("raise", raised) if raised is not None else ("return", frame.value)
+            depth, raised = max(0, depth - 1), None
         states.append(state)
     return states, outcome
 

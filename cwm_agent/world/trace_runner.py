@@ -219,6 +219,7 @@ class Tracer:
         self.ended = False
         self.steps = 0
         self.broken: BaseException | None = None
+        self.seen: dict[str, str] = {}  # name -> the value the release's ".." walk finds from the next frame
 
     # -- settrace callbacks --
 
@@ -253,7 +254,7 @@ class Tracer:
             lineno = self.def_lines.get((lineno, code.co_name), lineno)
             state = self._reprs(frame)
             self._emit("call", lineno, state, None)
-            return _Activation(self, state, depth).on_event
+            return _Activation(self, depth).on_event
         except BaseException as exc:  # never let our failure reach the program
             self.broken = exc
             return None
@@ -273,6 +274,16 @@ class Tracer:
             self.stop("timeout", "the program ran past its time limit while being traced; it was stopped")
         self.steps += 1
         line = self.lines[lineno - 1] if lineno and 0 < lineno <= len(self.lines) else "\n"
+        if event == "call":
+            self.seen = dict(local_vars)
+        elif event == "line":
+            # ".." exactly where the release's reader (cwmdbg.py local_vars) finds the same value
+            # walking back through the frames before this one: `seen` is what that walk finds.
+            shown = {k: UNCHANGED if self.seen.get(k) == v else v for k, v in local_vars.items()}
+            self.seen.update(local_vars)
+            local_vars = shown
+        elif event == "return":
+            self.seen = {}  # the walk stops at a return frame: the caller's next frame is in full
         self.channel.write([event, lineno, line, local_vars, value])
 
     def end_entry(self, raised: str | None, value: str) -> None:
@@ -310,14 +321,13 @@ class Tracer:
 
 
 class _Activation:
-    """One run of one function (a generator gets one per resumption): the reprs
-    shown in its previous frame, against which ".." is decided."""
+    """One run of one function (a generator gets one per resumption): its depth, and
+    the exception that is leaving it, if one is."""
 
-    __slots__ = ("tracer", "last", "depth", "raised")
+    __slots__ = ("tracer", "depth", "raised")
 
-    def __init__(self, tracer: Tracer, last: dict[str, str], depth: int) -> None:
+    def __init__(self, tracer: Tracer, depth: int) -> None:
         self.tracer = tracer
-        self.last = last
         self.depth = depth
         self.raised: str | None = None  # set by an exception frame, cleared by a line frame
 
@@ -329,11 +339,8 @@ class _Activation:
             if tracer.broken is not None:
                 tracer._stop_broken()
             if event == "line":
-                state = tracer._reprs(frame)
-                last = self.last
-                shown = {k: UNCHANGED if last.get(k) == v else v for k, v in state.items()}
-                self.last, self.raised = state, None
-                tracer._emit("line", frame.f_lineno, shown, None)
+                self.raised = None
+                tracer._emit("line", frame.f_lineno, tracer._reprs(frame), None)
             elif event == "return":
                 value = bounded_repr(arg, tracer.repr_limit)
                 tracer._emit("return", frame.f_lineno, None, value)
