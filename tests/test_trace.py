@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cwm_agent.world.trace import Frame, halts_within, render_frames, run_trace, trace_prompt
+from cwm_agent.world.trace import Frame, halts_within, render_frames, run_trace, trace_prompt, unmark
 from cwm_agent.world.trace_metrics import DECODING_ERROR, Divergence, ParsedTrace, compare, parse_trace
+from cwm_agent.world.trace_predict import FRAME_STOP_IDS, entry_prompt
 from cwm_agent.world.trace_runner import bounded_repr
 
 CALL, LINE, RET, EXC = "<|call_sep|>", "<|line_sep|>", "<|return_sep|>", "<|exception_sep|>"
@@ -79,6 +80,23 @@ def test_prompt_finds_methods_decorated_and_unterminated_defs():
     assert trace_prompt(source, "last").endswith("def last(): return 2  # << START_OF_TRACE<|frame_sep|>")
     already = trace_prompt(source, "last")[len("<|begin_of_text|><|trace_context_start|>") : -len(SEP)]
     assert trace_prompt(already, "last").count("START_OF_TRACE") == 1
+
+
+def test_the_model_gets_one_marker_on_the_entry_only():
+    source = textwrap.dedent(STRAWBERRY).lstrip("\n")
+    other = source.replace("def count_letters(s, letter):", "def count_letters(s, letter):  # << START_OF_TRACE")
+    both = other.replace("def f(c):", "def f(c):  # << START_OF_TRACE")
+    loose = source.replace("def f(c):", "def f(c):# << START_OF_TRACE  ").replace("\n", "\r\n")
+    assert unmark(other) == source and unmark(both) == source
+    assert unmark(loose) == source.replace("\n", "\r\n")  # line ends kept
+    assert entry_prompt(other, "f") == entry_prompt(both, "f") == trace_prompt(source, "f")
+    assert trace_prompt(other, "f") == trace_prompt(source, "f")  # what `trace --raw` prints too
+    assert entry_prompt(loose, "f") == trace_prompt(source, "f").replace("\n", "\r\n")
+    assert entry_prompt(both, "count_letters") == (
+        "<|begin_of_text|><|trace_context_start|>def count_letters(s, letter):  # << START_OF_TRACE\n"
+        + source.split("\n", 1)[1] + SEP)
+    # one frame per request: <|frame_sep|>, and the ids CWM's server always stops on
+    assert FRAME_STOP_IDS == (128100, 128001, 128008, 128009)
 
 
 def test_prompt_for_a_missing_function_says_what_to_pass():

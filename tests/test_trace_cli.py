@@ -18,7 +18,7 @@ import pytest
 from cwm_agent.models.connect import connect
 from cwm_agent.world.trace import Frame, render_frame, run_trace
 from cwm_agent.world.trace_predict import FramePredictor, locate_lines, predict_free
-from cwm_agent.testing.scripted_server import ScriptedServer
+from cwm_agent.testing.scripted_server import Reply, ScriptedServer
 from trace_oracle import replies
 
 CLI = [sys.executable, "-m", "cwm_agent.cli"]
@@ -88,8 +88,9 @@ def test_predict_asks_frame_by_frame_with_the_exact_request(demo, truth):
     call_frame = '<|call_sep|>{"c": "\'r\'"}<|action_sep|>def f(c):\n<|frame_sep|>'
     assert requests[0] == {
         "model": "cwm-scripted", "prompt": truth.prompt + call_frame, "max_tokens": 2048, "temperature": 0.6,
-        "top_p": 0.95, "stop_token_ids": [128100, 128001], "add_special_tokens": False,
-        "skip_special_tokens": False, "stream": True, "stream_options": {"include_usage": True}}
+        "top_p": 0.95, "stop_token_ids": [128100, 128001, 128008, 128009], "add_special_tokens": False,
+        "skip_special_tokens": False, "stream": True, "stream_options": {"include_usage": True},
+        "include_stop_str_in_output": True}
     # each request is the previous prompt plus the frame the model wrote, then one <|frame_sep|>
     texts = [render_frame(f) for f in truth.frames]
     assert all(requests[i]["prompt"] == truth.prompt + "".join(texts[: i + 1]) for i in range(30))
@@ -175,6 +176,45 @@ def test_frame_predictor_handles_a_kept_stop_token_and_the_end(demo, truth):
     with ScriptedServer(replies(truth.frames, 40)) as server:
         capped = predict_free(FramePredictor(connect(base_url=server.base_url)), truth.prompt, given, max_frames=5)
     assert (len(capped.frames), capped.ended, capped.stop_reason) == (4, False, "max_frames")
+
+
+def test_frame_predictor_forces_a_token_and_knows_the_end(truth):
+    line = render_frame(truth.frames[1]).removesuffix(SEP)
+    rest = line.removeprefix("<|line_sep|>")
+    script = [
+        rest,                                       # after a forced <|line_sep|>: the rest of the frame
+        Reply(END),                                 # <|end_of_text|> first: the trace is done
+        Reply(line, stop_token=END),                # a frame, then <|end_of_text|> without <|frame_sep|>
+        Reply(line + SEP + "<|line_sep|>{}"),        # a server that ignored the stop id: one frame
+        Reply("", stop_token="<|eot_id|>"),         # nothing of its own: done too
+        Reply(line[:9], finish_reason="length"),    # cut off
+        Reply(line),                                # a frame (the scripted model stops on <|eot_id|>)
+    ]
+    context = truth.prompt + render_frame(truth.frames[0])
+    with ScriptedServer(script) as server:
+        predictor = FramePredictor(connect(base_url=server.base_url))
+        replies_ = [predictor.next(context, "<|line_sep|>")] + [predictor.next(context) for _ in script[1:]]
+        bodies = [body for _, body in server.generation_requests()]
+    assert [(r.text, r.ended, r.cut_off) for r in replies_] == [
+        (line, False, False), ("", True, False), (line, True, False), (line, False, False), ("", True, False),
+        (line[:9], False, True), (line, False, False)]
+    assert bodies[0]["prompt"] == context + "<|line_sep|>" and bodies[1]["prompt"] == context
+    assert all(b["stop_token_ids"] == [128100, 128001, 128008, 128009] for b in bodies)
+    assert all(b["include_stop_str_in_output"] is True for b in bodies)
+
+
+def test_predict_sends_one_marker_when_the_file_marks_another_function(tmp_path, truth):
+    path = tmp_path / "marked.py"
+    path.write_text(textwrap.dedent(DEMO).lstrip("\n").replace(
+        "def count_letters(s, letter):", "def count_letters(s, letter):  # << START_OF_TRACE"))
+    with ScriptedServer(replies(truth.frames, 40)) as server:
+        out = cli("trace", str(path), "--call", 'f("r")', "--predict", "--base-url", server.base_url, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    prompts = [body["prompt"] for _, body in server.generation_requests()]
+    assert data["prompt"] == truth.prompt and len(prompts) == 30  # the prompt of the unmarked file
+    assert all(p.count("START_OF_TRACE") == 1 and p.startswith(truth.prompt) for p in prompts)
+    assert data["metrics"]["exact"] is True
 
 
 def test_locate_lines_follows_loops_and_calls(demo, truth):

@@ -1,10 +1,11 @@
 """A scripted CWM for trace tests: it answers each frame request with the ground truth's frame.
 
 The scripted server plays one entry per request; ``oracle(truth)`` gives a callable entry
-that reads the request's prompt (trace prompt + frames so far, maybe a forced
-``<|return_sep|>``), finds where the real trace is, and replies with the next real frame
-(without ``<|frame_sep|>``, as vLLM returns text before a stop token), or
-``<|end_of_text|>`` after the last one. ``wrong={i: text}`` replaces the reply for real
+that reads the request's prompt (trace prompt + frames so far, maybe a forced event token:
+``<|return_sep|>``, ``<|call_sep|>``, ``<|line_sep|>``), finds where the real trace is, and
+replies with the next real frame (without ``<|frame_sep|>``, as vLLM returns text before a
+stop token; after a forced token, the rest of the frame), or ``<|end_of_text|>`` after the
+last one. ``wrong={i: text}`` replaces the reply for real
 frame i (to make known errors); ``end_after=k`` ends the trace after k frames.
 """
 
@@ -17,6 +18,7 @@ from cwm_agent.world.trace import Frame, render_frame
 from cwm_agent.world.trace_metrics import parse_trace
 
 CONTEXT, SEP, RET, END = "<|trace_context_start|>", "<|frame_sep|>", "<|return_sep|>", "<|end_of_text|>"
+EVENT_TOKENS = (RET, "<|call_sep|>", "<|line_sep|>", "<|exception_sep|>")
 
 
 def matching_return(frames: list[Frame], call: int) -> int:
@@ -50,18 +52,20 @@ def oracle(truth: list[Frame], *, wrong: dict[int, str] | None = None, end_after
     def reply(body: dict[str, Any]) -> str:
         assert SEP + SEP not in body["prompt"], "an empty frame in the prompt"
         context = body["prompt"].split(CONTEXT, 1)[1].split(SEP, 1)[1]
-        prefill = ""
-        if context.endswith(RET):
-            context, prefill = context[: -len(RET)], RET
+        prefill = next((t for t in EVENT_TOKENS if context.endswith(t)), "")
+        context = context[: len(context) - len(prefill)]
         shown = list(parse_trace(context))
         pointer, stack = position(truth, shown)
         if log is not None:
             log.append((pointer, prefill))
-        if prefill:
+        if prefill == RET:
             return texts[matching_return(truth, stack[-1])][len(prefill):]
         if pointer >= len(truth) or (end_after is not None and len(shown) >= end_after):
             return END
-        return wrong.get(pointer, texts[pointer]) + (SEP if keep_sep else "")
+        text = wrong.get(pointer, texts[pointer])
+        if prefill:  # the rest of the real frame after its event token (the model follows the forced one)
+            text = text[text.index("|>") + 2:]
+        return text + (SEP if keep_sep else "")
 
     return reply
 

@@ -1,33 +1,43 @@
 """`cwm-agent debug FILE.py`: the neural debugger. pdb's commands; CWM predicts every frame.
 
 The function to debug is the one whose ``def`` line ends with ``# << START_OF_TRACE``
-(or ``--entry NAME``). The model gets the trace prompt (``trace.trace_prompt``)
-and the frames so far, and writes the next frame (``trace_predict.FramePredictor``:
-one request per frame, stopped at ``<|frame_sep|>``). Arguments: with ``--call EXPR``
-the call frame is the real one (the program is run once for the ground truth);
-without it the model samples the arguments on the first step.
+(or ``--entry NAME``). The model gets the trace prompt (``trace_predict.entry_prompt``:
+the marker on that def line only, any other marker in the file removed) and the
+frames so far, and writes the next frame (``trace_predict.FramePredictor``: one
+request per frame, stopped at ``<|frame_sep|>`` and at 128001/128008/128009).
+Arguments: with ``--call EXPR`` the call frame is the real one (the program is run
+once for the ground truth); without it the model samples them: the first frame
+asked for (at the start, or after ``reset``) starts with ``<|call_sep|>``, forced.
 
-Commands (pdb's names and one-letter forms; an empty line repeats the last one):
+Forcing a token (as CWM's demos/cwmdbg.py does): the prompt ends with it and the
+model writes the rest of the frame from it. The commands, as in the demo (pdb's
+names and one-letter forms; an empty line repeats the last one):
 
-- ``step``/``s``: the next frame, into calls.
-- ``next``/``n``: the next frame in this function. When the model enters a call,
-  its return is forced instead of its body: ``<|return_sep|>`` is appended as the
-  start of the next frame, so the model writes the callee's return value at once.
-- ``out``/``o``: frames (into calls) until this function returns.
-- ``continue``/``c``: frames until the program ends or a breakpoint (``break LINE``).
-- ``back``/``b``: drop the last predicted frame.
+- ``step``/``s``: after a call frame, ``<|line_sep|>`` is forced (into the callee);
+  otherwise the next frame as the model writes it.
+- ``next``/``n``: the next frame; when it is a call, ``<|return_sep|>`` is forced
+  (the model writes the callee's return without its body), then one more frame.
+- ``out``/``o``: frames until the running function returns, then one more; after
+  every call frame on the way ``<|return_sep|>`` is forced (nested calls are not
+  entered).
+- ``continue``/``c``: steps (as ``step``) until the program ends or a breakpoint
+  (``break LINE``).
+- ``back``/``b``: drop the last frame (the entry's call frame stays; ``reset``
+  samples new arguments).
 - ``print``/``p`` [NAME]: the current function's locals (".." resolved).
 - ``set NAME VALUE``: edit a local in the last frame of the context (VALUE is a
   Python literal, or a repr written as the model would see it); the next frames
   continue from the edited state. The ground truth does not follow edits.
-- ``reset``: back to the start. ``list``/``l`` [LINE], ``where``/``w``, ``help``, ``quit``/``q``.
+- ``reset``: back to the start: the real call frame with ``--call``, else no frame, and
+  the next one starts with ``<|call_sep|>``. ``list``/``l`` [LINE], ``where``/``w``,
+  ``help``, ``quit``/``q``.
 
 Ground truth: when the program can run with the same arguments (``--call``, or
 the model's sampled arguments are all Python literals of a top-level function),
 it is traced for real (``trace.run_trace``) and every predicted frame gets a mark:
 ✓ where it agrees with the real frame, ✗ and the real line/values where they part.
-Frames are matched step by step; a call skipped with ``next`` skips the real
-call's frames up to its return.
+Frames are matched step by step; a call whose return is forced (``next``, ``out``)
+skips the real call's frames up to its return.
 """
 
 from __future__ import annotations
@@ -52,25 +62,24 @@ from cwm_agent.world.trace import (
     render_frame,
     run_trace,
     split_lines,
-    trace_prompt,
 )
 from cwm_agent.world.trace_metrics import parse_trace, replay
-from cwm_agent.world.trace_predict import SEP, FramePredictor, locate_lines
+from cwm_agent.world.trace_predict import SEP, FramePredictor, entry_prompt, locate_lines
 
 PROMPT = "(cwmdbg) "
-RETURN = TOKENS["return"]
+CALL, LINE, RETURN = TOKENS["call"], TOKENS["line"], TOKENS["return"]
 MAX_RUN = 500  # frames one out/continue may predict
 WINDOW = 2  # source lines shown around the current one after a move
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 HELP = """commands (an empty line repeats the last one):
-  s(tep)          the next frame, into calls
-  n(ext)          the next frame in this function; a call's return is forced (<|return_sep|>)
-  o(ut)           frames until this function returns
-  c(ontinue)      frames until the program ends or a breakpoint
-  b(ack)          drop the last predicted frame
+  s(tep)          the next frame; after a call frame, into the callee (<|line_sep|> forced)
+  n(ext)          the next frame; a call's return is forced (<|return_sep|>), then one more frame
+  o(ut)           frames until this function returns, then one more (nested calls' returns forced)
+  c(ontinue)      steps until the program ends or a breakpoint
+  b(ack)          drop the last frame (the entry's call frame stays)
   p(rint) [NAME]  the current function's locals
   set NAME VALUE  edit a local in the last frame (VALUE: a Python literal or a repr)
-  reset           back to the start
+  reset           back to the start (the next frame starts with <|call_sep|>)
   break LINE      stop `continue` at LINE;  l(ist) [LINE];  w(here);  h(elp);  q(uit)"""
 
 
@@ -81,9 +90,10 @@ class DebuggerError(ConfigError):
 @dataclass
 class _Entry:
     frame: Frame
-    forced: bool = False  # its start (<|return_sep|>) was put there by `next`
+    forced: str = ""  # the token the debugger forced as its start ("" when the model wrote it all)
     truth: int | None = None  # index of the real frame it stands for
     given: bool = False  # not predicted: the call's real arguments
+    by: str = ""  # the command that asked for it
 
     @property
     def text(self) -> str:
@@ -176,7 +186,7 @@ class NeuralDebugger:
             raise DebuggerError(f"no function in {path} is marked: end the def line of the function to debug with "
                                 f"'{START_MARKER.strip()}', or pass --entry NAME")
         try:
-            self.prompt = trace_prompt(self.source, self.entry)
+            self.prompt = entry_prompt(self.source, self.entry)
         except ValueError as exc:
             raise DebuggerError(str(exc)) from None
         self.lines = [clean_line(line).rstrip("\n") for line in split_lines(self.source)]
@@ -208,7 +218,7 @@ class NeuralDebugger:
 
     def _fresh(self) -> list[_Entry]:
         """Copies of the given frames (set edits entries in place; the originals stay)."""
-        return [_Entry(replace(e.frame), e.forced, e.truth, e.given) for e in self.given]
+        return [replace(e, frame=replace(e.frame)) for e in self.given]
 
     @property
     def context(self) -> str:
@@ -242,10 +252,14 @@ class NeuralDebugger:
         return self.entry
 
     # -- the model ---------------------------------------------------------------------------
-    def _predict(self, prefill: str = "") -> _Entry | None:
+    def _predict(self, prefill: str = "", by: str = "") -> _Entry | None:
+        """One frame request; ``prefill`` is the token forced as the frame's start. With no frame
+        yet, the entry's call: <|call_sep|> is forced (the model writes the arguments)."""
         if self.ended:
             self._later.append(("the program has ended (back, reset or quit)", "yellow"))
             return None
+        if not self.frames:
+            prefill = CALL
         reply = self.predictor.next(self.context, prefill)
         if reply.ended and not reply.text:
             self.ended = True
@@ -257,7 +271,7 @@ class NeuralDebugger:
             return None
         parsed = parse_trace(reply.text + SEP)
         frame = parsed[0] if parsed else Frame("invalid", {}, reply.text, None)
-        entry = _Entry(frame, forced=bool(prefill), truth=self._truth_index(frame, bool(prefill)))
+        entry = _Entry(frame, forced=prefill, truth=self._truth_index(frame, prefill), by=by)
         self.frames.append(entry)
         if reply.ended:
             self.ended = True
@@ -265,13 +279,13 @@ class NeuralDebugger:
             self._truth_from_sample(frame)
         return entry
 
-    def _truth_index(self, frame: Frame, forced: bool) -> int | None:
+    def _truth_index(self, frame: Frame, forced: str) -> int | None:
         if self.truth is None or self.edited_from is not None or not self.frames:
             return None
         last = self.frames[-1].truth
         if last is None:
             return None
-        if not forced:
+        if forced != RETURN:
             return last + 1 if last + 1 < len(self.truth.frames) else None
         # a forced return: skip the real callee's frames up to its return
         if self.truth.frames[last].event != "call":
@@ -339,8 +353,8 @@ class NeuralDebugger:
         frame = entry.frame
         where = f"line {number}" if number else "line ?"
         head = Text(f"[{index}] {frame.event:<9} {where} in {self._function(index)}", style="bold cyan")
-        if entry.forced:
-            head.append("  (return forced by next)", style="magenta")
+        if entry.forced == RETURN:
+            head.append(f"  (return forced by {entry.by})", style="magenta")
         if entry.given:
             head.append("  (real arguments)", style="dim")
         self.say(head)
@@ -380,7 +394,7 @@ class NeuralDebugger:
             self.say(f"arguments (real): {args}")
             self._show(0, window=False)
         else:
-            self.say("arguments: unbound; the model samples them on the first step", "dim")
+            self.say("arguments: unbound; the model samples them on the first step (<|call_sep|> forced)", "dim")
         self.say("type help for the commands", "dim")
 
     # -- commands ----------------------------------------------------------------------------
@@ -434,38 +448,51 @@ class NeuralDebugger:
             self.say(text, style)
         self._later.clear()
 
+    def _step(self, by: str = "step") -> _Entry | None:
+        """The demo's step: after a call frame, into the callee (<|line_sep|> forced); else the
+        next frame as the model writes it (with no frame yet, the entry's call)."""
+        if self.frames and self.frames[-1].frame.event == "call":
+            return self._predict(LINE, by)
+        return self._predict(by=by)
+
     def do_step(self, arg: str = "") -> None:
         before = len(self.frames)
-        self._predict()
+        self._step()
         self._after_move(len(self.frames) - before)
 
     def do_next(self, arg: str = "") -> None:
-        before, start = len(self.frames), self.depth
-        entry = self._predict()
-        if start > 0:
-            for _ in range(MAX_RUN):
-                if entry is None or not (entry.frame.event == "call" and self.depth > start):
-                    break
-                if self._predict(prefill=RETURN) is None:  # the callee's return, forced
-                    break
-                entry = self._predict()
+        before = len(self.frames)
+        if not self.frames:  # the entry's call frame (its arguments) is the whole move
+            self._predict(by="next")
+        else:
+            entry = self._predict(by="next")
+            if entry is not None and entry.frame.event == "call":
+                if self._predict(RETURN, "next") is not None:  # the callee's return, without its body
+                    self._predict(by="next")
         self._after_move(len(self.frames) - before)
 
     def do_out(self, arg: str = "") -> None:
-        before, start = len(self.frames), self.depth
-        if start == 0:
-            self.say("no function is running yet: step first", "yellow")
-            return
-        for _ in range(MAX_RUN):
-            entry = self._predict()
-            if entry is None or (entry.frame.event == "return" and self.depth < start):
-                break
+        before = len(self.frames)
+        if not self.frames:
+            self._predict(by="out")
+        else:
+            start = self.depth  # the running function's depth; a return below it leaves the function
+            for _ in range(MAX_RUN):
+                if self.frames[-1].frame.event == "call":
+                    entry = self._predict(RETURN, "out")  # nested calls are not entered
+                else:
+                    entry = self._predict(by="out")
+                if entry is None:
+                    break
+                if entry.frame.event == "return" and self.depth < start:
+                    self._predict(by="out")
+                    break
         self._after_move(len(self.frames) - before)
 
     def do_continue(self, arg: str = "") -> None:
         before = len(self.frames)
         for _ in range(MAX_RUN):
-            entry = self._predict()
+            entry = self._step("continue")
             if entry is None:
                 break
             if self.breakpoints and entry.frame.event == "line" and self._linenos()[-1] in self.breakpoints:
@@ -474,19 +501,17 @@ class NeuralDebugger:
         self._after_move(len(self.frames) - before)
 
     def do_back(self, arg: str = "") -> None:
-        if len(self.frames) <= len(self.given):
-            self.say("nothing to drop: no predicted frame yet", "yellow")
+        if len(self.frames) <= max(len(self.given), 1):
+            self.say("nothing to drop: " + ("no frame yet" if not self.frames else
+                     "the entry's call frame stays (reset samples new arguments)" if not self.given else
+                     "no predicted frame yet"), "yellow")
             return
         dropped = self.frames.pop()
         self.ended = False
         if self.edited_from is not None and len(self.frames) <= self.edited_from:
             self.edited_from = None
-        if not self.frames and not self.truth_from_call:
-            self._set_truth(None)  # the sampled arguments are gone
-            self.tried_truth = False
         self.say(f"dropped [{len(self.frames)}] {dropped.frame.event} {dropped.frame.line.strip()}", "dim")
-        if self.frames:
-            self._show(len(self.frames) - 1, window=True)
+        self._show(len(self.frames) - 1, window=True)
 
     def _current_state(self) -> tuple[dict[str, str] | None, int | None]:
         """The locals of the running function (its last call/line frame) and that frame's index."""
@@ -536,7 +561,9 @@ class NeuralDebugger:
         if not self.truth_from_call:
             self._set_truth(None)
             self.tried_truth = False
-        self.say("reset to the start", "dim")
+            self.say("reset to the start: the next frame is the entry's call (<|call_sep|> forced)", "dim")
+        else:
+            self.say("reset to the start", "dim")
 
     def do_list(self, arg: str = "") -> None:
         if arg.isdigit():

@@ -229,9 +229,24 @@ def _def_lineno(source: str, entry: str) -> int | None:
     return best[0][3] if best else None
 
 
+def unmark(source: str) -> str:
+    """``source`` with the ``# << START_OF_TRACE`` marker taken off every line that ends with it."""
+    marker = START_MARKER.strip()
+    out = []
+    for line in split_lines(source):
+        body = line.rstrip("\r\n")
+        if body.rstrip().endswith(marker):
+            line = body.rstrip()[: -len(marker)].rstrip() + line[len(body):]
+        out.append(line)
+    return "".join(out)
+
+
 def trace_prompt(source: str, entry_function: str) -> str:
     """`<|begin_of_text|><|trace_context_start|>{source}<|frame_sep|>` with the entry's
-    def line ending in "  # << START_OF_TRACE" (left alone if already marked)."""
+    def line ending in "  # << START_OF_TRACE", and no other marker: one a file puts on
+    another function (or its own, spelled otherwise) is taken off first, so a prompt
+    carries exactly one, as CWM's release has it."""
+    source = unmark(source)
     number = _def_lineno(source, entry_function)
     if number is None:
         raise ValueError(

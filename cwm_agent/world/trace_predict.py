@@ -1,12 +1,17 @@
 """The model's side of execution traces: CWM predicts frames, scored against the ground truth.
 
 One request per frame, as CWM's demo did: ``POST /v1/completions`` with the
-trace prompt (``trace.trace_prompt``) plus the frames so far, stopped at
-``<|frame_sep|>`` (id 128100) or ``<|end_of_text|>`` (128001), temperature 0.6,
-top_p 0.95, 2,048 tokens per frame. vLLM may or may not put the stop token's
-text in the reply; either way the frame comes back without it and is joined to
-the context with one ``<|frame_sep|>``. An empty reply that stopped is the end
-of the trace (the client strips a trailing ``<|end_of_text|>``).
+trace prompt (``entry_prompt``: ``trace.trace_prompt`` with the START_OF_TRACE
+marker on the entry's def line only) plus the frames so far, stopped at
+``<|frame_sep|>`` (id 128100) and, as CWM's server always does, at
+``<|end_of_text|>``, ``<|eom_id|>`` and ``<|eot_id|>`` (128001, 128008, 128009);
+temperature 0.6, top_p 0.95, 2,048 tokens per frame. The request asks vLLM to
+keep the stop token's text, so the reply says which token ended it; the frame
+comes back without it and is joined to the context with one ``<|frame_sep|>``.
+A reply that begins with ``<|end_of_text|>`` (or with nothing of the model's
+own before it stopped) is the end of the trace. A caller may force the frame's
+first token (``prefill``: the demo's ``<|call_sep|>``, ``<|line_sep|>`` or
+``<|return_sep|>``): the prompt ends with it and the model continues from it.
 
 What the model is given: the ground truth's first frame, the entry's call frame,
 whose locals are the call's arguments (the prompt itself names no arguments, so
@@ -31,16 +36,17 @@ import ast
 import json
 import re
 import time
+import tokenize
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cwm_agent.config import ConfigError
+from cwm_agent.protocol import STOP_TOKEN_IDS
 from cwm_agent.world.trace import (
     FRAME_SAMPLING,
     FRAME_STOP_TOKEN_ID,
-    TOKEN_IDS,
     TOKENS,
     Frame,
     TraceResult,
@@ -48,11 +54,18 @@ from cwm_agent.world.trace import (
     halts_within,
     render_frame,
     split_lines,
+    trace_prompt,
 )
 from cwm_agent.world.trace_metrics import TraceScore, compare, parse_trace, replay
 
-FRAME_STOP_IDS = (FRAME_STOP_TOKEN_ID, TOKEN_IDS[TOKENS["end"]])
+# <|frame_sep|>, then the ids CWM's server stops every request on: <|end_of_text|>, <|eom_id|>, <|eot_id|>.
+FRAME_STOP_IDS = (FRAME_STOP_TOKEN_ID, *STOP_TOKEN_IDS)
 SEP, END = TOKENS["frame"], TOKENS["end"]
+
+
+def entry_prompt(source: str, entry_function: str) -> str:
+    """The trace prompt with exactly one marker, on ``entry_function``'s def line (trace_prompt)."""
+    return trace_prompt(source, entry_function)
 
 
 class TracePredictionError(ConfigError):
@@ -93,19 +106,20 @@ class FramePredictor:
         """The frame after ``context`` (which ends with <|frame_sep|>); ``prefill`` forces its start."""
         completion = self.model.complete_text(
             context + prefill, max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
-            stop_token_ids=FRAME_STOP_IDS)
+            stop_token_ids=FRAME_STOP_IDS, keep_stop_token=True)
         self.seconds += completion.seconds
         self.tokens["requests"] += 1
         self.tokens["prompt"] += completion.prompt_tokens or 0
         self.tokens["completion"] += completion.completion_tokens or 0
-        text = completion.text
-        ended = END in text
-        text = text.split(END, 1)[0]
+        raw = completion.text  # the client took the stop token off (completion.stop)
+        text = raw.split(END, 1)[0]
         if text.endswith(SEP):
             text = text[: -len(SEP)]
         text = text.split(SEP, 1)[0]  # a server that ignored the stop id: one frame only
-        if not text and not prefill and completion.finish_reason != "length":
+        if not text and not completion.cut_off:
+            # <|end_of_text|> first (or <|eot_id|>/<|eom_id|>, or an empty frame): the trace is done
             return FrameReply("", True, False)
+        ended = END in raw or completion.stop == END  # a frame, then <|end_of_text|> without <|frame_sep|>
         return FrameReply(prefill + text, ended, completion.cut_off)
 
 
@@ -314,9 +328,10 @@ def compare_with_model(truth: TraceResult, predictor: FramePredictor, *, teacher
     if truth.entry_function is None or not truth.frames:
         raise ValueError(f"the call never entered a function of {truth.path}: nothing to predict "
                          f"({truth.error or truth.stop_reason})")
-    prompt = truth.prompt
-    given = [render_frame(truth.frames[0])]
     source = Path(truth.path).read_text(encoding="utf-8")
+    with tokenize.open(truth.path) as handle:  # honours a coding cookie, as TraceResult.prompt does
+        prompt = entry_prompt(handle.read(), truth.entry_function)
+    given = [render_frame(truth.frames[0])]
     cap = max_frames or max(2 * truth.steps + 16, halt_steps or 0)
     started = time.perf_counter()
     out: dict[str, Any] = {"prompt": prompt, "given": given}
