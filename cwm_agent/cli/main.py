@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cwm_agent import __version__, protocol
+from cwm_agent.cli.optional_value import optional_value_command
 from cwm_agent.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -196,7 +197,7 @@ def solve(
 ) -> None:
     """Solve one issue: run an episode in a sandbox copy of the repository and write a patch.
 
-    Writes patch.diff, trajectory.json and summary.md to --out. Exit code 0: the episode
+    Writes patch.diff, trajectory.json, summary.md and trajectory.html to --out. Exit code 0: the episode
     finished (submitted, then summarised) with a patch that applies to the base; 1: it did
     not (an episode a limit ended keeps its last patch in patch.diff, not counted, unless
     --grade-unfinished); 2: bad input or broken infrastructure (no Docker, unreachable model,
@@ -403,7 +404,8 @@ def eval_command(
     evaluation, an episode that a limit ended is not graded (empty model_patch, unresolved)
     unless --grade-unfinished. Writes
     predictions.jsonl (official format), results.jsonl, per-task trajectories and report.json
-    (with the resolved configuration, so the run can be repeated from it).
+    (with the resolved configuration, so the run can be repeated from it), and report.html
+    beside it: one self-contained page of the run, each attempt linked to its trajectory's page.
 
     --config FILE takes the whole run from an eval configuration (evals/*.toml: task set, model
     settings, limits, attempts, workers, imagination, grading); a flag, or the TASKS argument,
@@ -464,7 +466,24 @@ def eval_command(
         console.print(f"[dim]selected patches: {out / 'predictions-selected.jsonl'} · why: {out / 'selection.jsonl'}[/]")
     if file is not None:
         console.print(f"[dim]config: {file.path} (sha256 {file.sha256[:12]}…)[/]")
-    console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}[/]")
+    page = _write_eval_pages(out, data)
+    console.print(f"[dim]predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}"
+                  + (f" · page: {page}" if page else "") + "[/]")
+
+
+def _write_eval_pages(out: Path, data: dict) -> Optional[Path]:
+    """report.html and the trajectories' pages (report/eval.py write_pages); a page that cannot be
+    written is one yellow line, never a failed eval. Returns report.html, or None."""
+    try:
+        from cwm_agent.report.eval import write_pages
+
+        page, problems = write_pages(out, data)
+    except Exception as exc:
+        page, problems = None, [f"report.html: {type(exc).__name__}: {exc}"]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        err_console.print(f"[yellow]HTML page not written: {escape(problems[0])}{more}[/]", highlight=False)
+    return page
 
 
 def _load_task_set(evaluate, options: dict, instance_ids: Optional[list[str]], named: str = ""):
@@ -563,7 +582,7 @@ def select_command(
 
     `tests` uses the executions saved in instances/ID/selection.json (run `eval --select tests`
     on the folder first to make them); `majority` and `first` need only results.jsonl.
-    Rewrites selection.jsonl, predictions-selected.jsonl and report.json.
+    Rewrites selection.jsonl, predictions-selected.jsonl, report.json and report.html.
     """
     from cwm_agent.bench import runner as evaluate
     from cwm_agent.bench.datasets import load_task_set
@@ -585,6 +604,7 @@ def select_command(
     tasks = [t for t in load_task_set(tasks_path, split=recorded.get("split")) if t.instance_id in ids]
     evaluate.run_selection(tasks, opts, settings, run=False)
     data = evaluate.report(run_dir, config=config)
+    _write_eval_pages(run_dir, data)  # report.html follows report.json
     scaling = data.get("test_time_scaling") or {}
     if json_out:
         print(json.dumps(scaling, indent=2))
@@ -670,21 +690,37 @@ def tasks_generate(
     console.print(f"[green]{len(made)} task(s)[/] in {out}; run them with `cwm-agent eval {out}`")
 
 
-@app.command()
+@app.command(cls=optional_value_command("--html"))
 def show(
     trajectory: Path = typer.Argument(..., help="A trajectory.json (or the run folder holding one)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full reasoning and observations."),
+    html: Optional[str] = typer.Option(None, "--html", metavar="[FILE]", help="Write a self-contained HTML page instead (no network needed to open it): to FILE, or RUN/trajectory.html when FILE is left out. Put it after RUN."),
+    absolute_paths: bool = typer.Option(False, "--absolute-paths", help="With --html: keep this machine's paths (run folder, repository, home) in the page; by default they are scrubbed."),
 ) -> None:
     """Render a saved trajectory readably: each turn's reasoning, action and observation.
 
-    Example: `cwm-agent show cwm-runs/20261125-120000-mylib/`
-    """
-    from cwm_agent import trajectory as traj_mod
-    from cwm_agent.cli.ui import render_trajectory
+    With --html, writes one HTML page instead (timeline, turns, imagination, patch; j/k and /
+    to move and search) and prints its path.
 
+    Example: `cwm-agent show cwm-runs/20261125-120000-mylib/`, `cwm-agent show RUN --html`
+    """
     path = trajectory / "trajectory.json" if trajectory.is_dir() else trajectory
     if not path.is_file():
         raise UsageProblem(f"no trajectory at {path}; pass a trajectory.json or a run folder")
+    if absolute_paths and html is None:
+        raise UsageProblem("--absolute-paths goes with --html")
+    if html is not None:
+        from cwm_agent.report.trajectory import write_html
+
+        try:
+            written = write_html(path, Path(html).expanduser() if html else None, absolute_paths=absolute_paths)
+        except (ValueError, OSError) as exc:
+            raise UsageProblem(f"cannot write the HTML page of {path}: {exc}") from None
+        console.print(str(written), highlight=False, soft_wrap=True)
+        return
+    from cwm_agent import trajectory as traj_mod
+    from cwm_agent.cli.ui import render_trajectory
+
     try:
         data = traj_mod.load(path)
     except (ValueError, OSError) as exc:
@@ -720,6 +756,7 @@ def trace(
     format: Optional[str] = typer.Option(None, "--format", help="cwm (needed; default when the id contains 'cwm')."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (frames, prediction, metrics)."),
     raw: bool = typer.Option(False, "--raw", help="Print the prompt and the trace exactly as CWM reads them."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the trace as one self-contained HTML page (frame by frame, the model's prediction beside it with --predict, where they part marked)."),
 ) -> None:
     """Ground-truth execution trace of a call in CWM's trace format, and the model's prediction next to it.
 
@@ -758,6 +795,14 @@ def trace(
             print("\n--- model ---\n" + report["prompt"] + "".join(report["given"]) + report["prediction"]["text"])
     else:
         trace_view.render(console, truth, report, halt=halt)
+    if html is not None:
+        from cwm_agent.report.trace import write_html
+
+        try:
+            written = write_html(html, truth, report, halt=halt)
+        except OSError as exc:
+            raise UsageProblem(f"cannot write the HTML page {html}: {exc}") from None
+        (err_console if json_out or raw else console).print(f"[dim]page: {written}[/]", highlight=False)
 
 
 @app.command("debug")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 
 from cwm_agent import episode
@@ -96,6 +97,9 @@ def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_
                           patch_skipped_binary_files=skipped)
     outputs["patch"].write_bytes(patch.encode("utf-8", "surrogateescape"))  # the submitted bytes, exactly
     outputs["summary"].write_text(summary_markdown(req, result, applies, skipped=skipped), encoding="utf-8")
+    page = write_page(outputs["trajectory"])
+    if page is not None:
+        outputs["html"] = page
     stats = patch_mod.diffstat(patch) if patch and applies is not None else []
     code = exit_code(result, True if dream else applies, grade_unfinished=settings.grade_unfinished)
     applied = None
@@ -128,6 +132,19 @@ def run_solve(req: SolveRequest, *, console: Console, quiet: bool = False, json_
                                   imagination=imagination.summary() if imagination else None,
                                   counted=counted, skipped=skipped))
     return code
+
+
+def write_page(trajectory_path: Path) -> Path | None:
+    """trajectory.html next to trajectory.json (report/trajectory.py). The run never fails for
+    it: a page that cannot be written is one yellow line on stderr (stdout may be --json)."""
+    try:
+        from cwm_agent.report.trajectory import write_html
+
+        return write_html(trajectory_path)
+    except Exception as exc:  # noqa: BLE001 - the page is a convenience, the run's outputs are written
+        Console(stderr=True).print(f"[yellow]could not write the HTML page of {trajectory_path}:[/] "
+                                   f"{escape(f'{type(exc).__name__}: {exc}')}", highlight=False)
+        return None
 
 
 def _check(patch_mod, patch: str, sandbox):
@@ -218,6 +235,7 @@ def run_solve_scaled(req: SolveRequest, *, attempts: int, test_attempts: int, me
             if result.exit is Exit.INTERRUPTED:
                 return EXIT_INTERRUPTED
             say(f"  {result.exit.value} after {result.turns} turns, {result.tokens:,} tokens")
+            write_page(folder / "trajectory.json")
             submitted = result.submission or ""
             if kind == "patch":
                 runs[n] = result
