@@ -433,7 +433,7 @@ class DockerSandbox(SessionSandbox):
             binds={str(self._stage / "testbed"): {"bind": self.repo_root, "mode": "rw"}} if self._stage else None,
         )
         labels = args.pop("labels")
-        argv = keeper_argv(self.ttl_seconds, self.repo_root)
+        argv = keeper_argv(self.ttl_seconds, self.repo_root, empty_on_exit=self._stage is not None)
         return dict(
             image=self.image,
             entrypoint=argv[:3],
