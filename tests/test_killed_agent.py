@@ -154,3 +154,31 @@ def test_solve_killed_during_the_sandbox_start_up(tmp_path, docker_client, sandb
                     proc.kill()
         assert times[-1] < WITHIN, times
     report("solve killed during the sandbox's start-up", times)
+
+
+GRADER = """
+import sys
+sys.path.insert(0, "tests")
+from test_grade import TASKS, hang_patch
+from cwm_agent.bench.grade import grade_task
+task = TASKS["statkit-generator-input"]
+grade_task(task, hang_patch(task), timeout=3600)
+"""
+
+
+def test_grader_killed_while_the_tests_run(docker_client, sandbox_image):
+    from cwm_agent.paths import PROJECT_ROOT
+
+    times = []
+    for _ in range(RUNS):
+        proc = subprocess.Popen([sys.executable, "-c", GRADER], cwd=PROJECT_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            owner = owner_of(proc.pid)
+            assert wait_for(lambda: running(docker_client, owner, "pytest")), "the tests never ran"
+            times.append(kill_and_time(docker_client, proc, owner))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert times[-1] < WITHIN, times
+    report("grader killed while the tests run", times)

@@ -246,6 +246,26 @@ def container_args(run_id: str, ttl: int, *, memory: str | int | None = None, pi
     )
 
 
+# The main process of a container that only runs `docker exec`s (the grader's, the suite
+# runner's): it waits on its stdin, which the agent holds through an attach socket (stdin-once),
+# and exits at EOF (the agent is gone, even by SIGKILL: the kernel closes the socket) or after
+# its time-to-live. With it goes docker-init, so the kernel kills every process of the container
+# (execs too) and auto_remove deletes it. Builtins only.
+LIFELINE_SCRIPT = 'exec 2>/dev/null; read -r -N 1 -t "$1" __x; exit 0'
+
+
+def lifeline_spec(ttl: int) -> dict[str, Any]:
+    """`containers.create` arguments (with auto_remove=True in container_args) for a container whose
+    main process is the lifeline; `hold_lifeline` before `start`."""
+    return dict(entrypoint=["/bin/bash", "-c", LIFELINE_SCRIPT, "cwm-lifeline"], command=[str(int(ttl))],
+                stdin_open=True, tty=False)
+
+
+def hold_lifeline(api: Any, container_id: str) -> DockerStream:
+    """Attach to a created container's stdin (before its start); closing it ends the container."""
+    return DockerStream(api.attach_socket(container_id, params={"stdin": 1, "stream": 1}))
+
+
 def exec_with_deadline(api: Any, container_id: str, argv: list[str], *, timeout: float,
                        on_deadline: Callable[[], object] | None = None, **options: Any) -> tuple[bytes, int | None]:
     """Run `argv` in a container, stdout and stderr merged: (output, exit code), the code None
