@@ -67,15 +67,20 @@ def copy_left(owner: str) -> list[str]:
     return left
 
 
-def running(client, owner: str, program: str) -> bool:
+def busy_with(client, owner: str, program: str) -> int:
+    """How many of `owner`'s containers run `program`."""
+    busy = 0
     for container in containers_of(client, owner):
         try:
             rows = client.api.top(container.id, ps_args="-eo pid,args").get("Processes") or []
         except Exception:
             continue
-        if any(program in row[-1] for row in rows):
-            return True
-    return False
+        busy += any(program in row[-1] for row in rows)
+    return busy
+
+
+def running(client, owner: str, program: str) -> bool:
+    return busy_with(client, owner, program) > 0
 
 
 def kill_and_time(client, proc: subprocess.Popen, owner: str) -> float:
@@ -182,3 +187,24 @@ def test_grader_killed_while_the_tests_run(docker_client, sandbox_image):
                 proc.kill()
         assert times[-1] < WITHIN, times
     report("grader killed while the tests run", times)
+
+
+def test_eval_with_two_workers_killed_mid_run(tmp_path, docker_client, sandbox_image):
+    """Both workers' sandboxes, each in the model's `sleep 1000`, go with the eval's process."""
+    times = []
+    for run in range(RUNS):
+        with ScriptedServer([think("wait", "bash", "sleep 1000")] * 2) as server:
+            proc = subprocess.Popen([*CLI, "eval", "bundled", "--workers", "2", "--base-url", server.base_url,
+                                     "--filter", "^(demo-slugify-unicode|pagekit-exact-multiple-pages)$",
+                                     "--command-timeout", "3600", "--out", str(tmp_path / f"eval{run}")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                owner = owner_of(proc.pid)
+                assert wait_for(lambda: busy_with(docker_client, owner, "sleep 1000") == 2), "not both at once"
+                times.append(kill_and_time(docker_client, proc, owner))
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        assert times[-1] < WITHIN, times
+    report("eval --workers 2 killed while both commands run", times)
+

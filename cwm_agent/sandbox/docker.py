@@ -14,11 +14,14 @@ Life of a container:
   the history scrub of cwm-interface.md section 7) as the session's first command.
 
 How it ends: `close()` removes it. If the agent dies, even by SIGKILL, the
-kernel closes our socket, Docker closes the keeper's stdin (stdin-once), the
-keeper exits and `auto_remove` deletes the container. A command still running
-then (an endless loop) cannot hold it: the keeper exits anyway after its
-time-to-live (`ttl_seconds`), and `cleanup_orphans` removes what is left by
-runs whose process is gone.
+kernel closes our socket and Docker closes the keeper's stdin (stdin-once). The
+keeper notices within about half a second, even while a command runs (an endless
+loop, `sleep infinity`, a process that ignores SIGTERM): it kills every process
+of the sandbox, empties the repository copy when it is our bind-mounted staging
+directory, and exits; `auto_remove` deletes the container. Its time-to-live
+(`ttl_seconds`) and `cleanup_orphans` (runs whose process is gone) are the
+last resorts. Graders and suite runners use the same stdin as a lifeline
+(`lifeline_spec`).
 """
 
 from __future__ import annotations

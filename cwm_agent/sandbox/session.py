@@ -21,9 +21,13 @@ Two programs sit at the far end of the stream, both bash:
   the first line on stdin (never in argv or the environment, so `ps` and `env`
   cannot leak it):
   `<token> ready <gen>\\n` after each start, `<token> died <gen>\\n` when the
-  session's bash exits by itself (`exit`, `kill -9 $$`, OOM...). It exits when
-  its stdin reaches EOF (the agent is gone: the kernel closed its socket, even
-  after SIGKILL) or after its time-to-live, which ends the sandbox.
+  session's bash exits by itself (`exit`, `kill -9 $$`, OOM...), `<token> timeout
+  <gen>\\n` when it ended a command that outlived its time limit (each command
+  tells it the limit on fd 9; the agent then restarts the session, as after a
+  death). It ends every process, empties a bind-mounted repository copy and
+  exits when its stdin reaches EOF (the agent is gone: the kernel closed its
+  socket, even after SIGKILL), noticed between commands and, by polling, while
+  one runs; or after its time-to-live, which ends the sandbox.
 * The session is a plain `bash -s` (so `$$` is its own pid) reading commands
   from the same stdin. Each command travels as one unit that bash parses whole
   before running it:
