@@ -257,10 +257,10 @@ def wait_gone(client, container_id: str, within: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("mode,ttl", [("busy", 8), ("idle", 3600)])
+@pytest.mark.parametrize("mode,ttl", [("busy", 3600), ("idle", 3600)])
 def test_agent_killed_with_sigkill(docker_client, sandbox_image, mode, ttl):
-    """Busy: an endless command keeps the container up until its time-to-live.
-    Idle: the closed socket ends it long before its (one hour) time-to-live."""
+    """Busy (an endless command runs) or idle: the keeper sees its stdin close and ends the
+    container at once, long before its time-to-live (issue 19: busy used to wait for it)."""
     run_id = f"test-sigkill-{uuid.uuid4().hex[:8]}"
     agent = subprocess.Popen([sys.executable, "-c", AGENT, sandbox_image, str(ttl), run_id, mode],
                              cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
@@ -275,8 +275,7 @@ def test_agent_killed_with_sigkill(docker_client, sandbox_image, mode, ttl):
                 time.sleep(0.2)
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
-        assert docker_client.containers.list(ignore_removed=True, filters={"id": container_id}) or mode == "idle"
-        assert wait_gone(docker_client, container_id, within=(ttl + 30) if mode == "busy" else 30)
+        assert wait_gone(docker_client, container_id, within=5)
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -4,6 +4,7 @@ process of `docker run -i` and we talk to it through that subprocess's pipes
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 import uuid
@@ -325,3 +326,83 @@ def test_keeper_ends_the_sandbox_after_its_ttl(docker_client, sandbox_image):
         time.sleep(0.2)
     assert gone(docker_client, name)
     sess.close()
+
+
+def _raw_until(sess: Session, pattern: bytes, within: float) -> bytes:
+    """Read the keeper's stream until `pattern` (a regex) shows up; what was read."""
+    buf = bytearray()
+    deadline = time.monotonic() + within
+    while not re.search(pattern, buf) and time.monotonic() < deadline:
+        chunk = sess.transport.recv(deadline - time.monotonic())
+        if chunk == b"":
+            break
+        buf += chunk or b""
+    return bytes(buf)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", [
+    "sleep 1000",
+    # ignores SIGTERM, forks children that ignore it too, one of them in its own session
+    "trap '' TERM; (trap '' TERM; sleep 1000) & setsid sleep 1001 & sleep 1002",
+])
+def test_keeper_ends_everything_when_its_stdin_closes_while_a_command_runs(docker_client, sandbox_image, command):
+    # The agent dies in the middle of a command: the keeper notices at once (not when the
+    # command ends), kills everything and exits, and the container goes.
+    name, proc, sess = start_keeper(docker_client, sandbox_image)
+    sess.start()
+    sess.transport.send(sess._unit(command, "__never__", 3600), 5)
+    top = []
+    for _ in range(100):  # until the command runs
+        top = [row[1:] for row in docker_client.api.top(name, ps_args="-eo pid,args").get("Processes") or []]
+        if any(row[0].startswith("sleep 10") for row in top):
+            break
+        time.sleep(0.05)
+    assert any(row[0].startswith("sleep 10") for row in top), top
+    closed = time.monotonic()
+    proc.stdin.close()  # what the kernel does when the agent dies
+    proc.wait(timeout=30)
+    while not gone(docker_client, name) and time.monotonic() - closed < 30:
+        time.sleep(0.05)
+    took = time.monotonic() - closed
+    assert gone(docker_client, name) and took < 3, took
+    sess.close()
+
+
+@pytest.mark.docker
+def test_the_keeper_ends_a_command_at_its_time_limit_by_itself(session):
+    # No interrupt from us (an agent that is gone, or slow): the keeper kills the command
+    # half a second after its limit and says so; our interrupt then starts one fresh session.
+    generation = session.generation
+    session.transport.send(session._unit("sleep 1000", "__never__", 1.0), 5)
+    began = time.monotonic()
+    seen = _raw_until(session, session._keeper_token + rb" timeout \d+\n", 10)
+    took = time.monotonic() - began
+    assert session._keeper_token + b" timeout" in seen and 1.0 < took < 2.0, (took, seen[-200:])
+    session.restart()
+    assert session.generation == generation + 1
+    assert session.run("pgrep -c -x sleep || true").output == "0\n"
+    assert session.run("pwd").output == "/testbed\n"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("late", [0.0, 1.2])
+def test_our_timeout_and_the_keepers_make_one_restart(session, late):
+    # Our interrupt before the keeper's own limit, or after it: either way one fresh session.
+    generation = session.generation
+    interrupt = session.transport.interrupt
+
+    def slow_interrupt():
+        time.sleep(late)
+        interrupt()
+
+    session.transport.interrupt = slow_interrupt
+    try:
+        result = session.run("sleep 1000", timeout=1)
+    finally:
+        session.transport.interrupt = interrupt
+    assert result.status == "timeout", result
+    assert session.generation == generation + 1
+    assert session.run("echo ok").output == "ok\n"
+    time.sleep(1)  # nothing else comes: no second restart
+    assert session.run("echo $((1+1))").output == "2\n" and session.generation == generation + 1

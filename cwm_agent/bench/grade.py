@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cwm_agent.sandbox.base import DockerUnavailable, SandboxError
-from cwm_agent.sandbox.docker import container_args, exec_with_deadline
+from cwm_agent.sandbox.docker import container_args, exec_with_deadline, hold_lifeline, lifeline_spec
 # The official patch chain lives with the patches, so solve's check and --apply run it too.
 from cwm_agent.sandbox.patch import APPLY_COMMANDS, apply_chain, dataless_binary_files  # noqa: F401 (re-exported)
 from cwm_agent.sandbox.patch import changed_files, file_path, patched_files
@@ -533,21 +533,22 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
             raise GradeError(f"task {task.instance_id} has neither an image nor a local source: "
                              "give its SWE-bench image (the row's `image`)")
     archive = checkout_archive(task) if local else None
-    # The container ends itself after its time to live, so a grader killed
-    # mid-run leaves nothing running; `cwm-agent cleanup` removes it (the
-    # sandbox's labels: owner process and expiry).
+    # Its main process is the lifeline: the container goes (auto_remove) the moment this
+    # process does, even by SIGKILL, with the tests it was running; else after its time to live.
     ttl = int(timeout) + CONTAINER_GRACE
     try:
         container = client.containers.create(
-            image, command=["sleep", str(ttl)],
+            image, **lifeline_spec(ttl),
             **container_args("grade", ttl, memory=GRADE_MEMORY, pids=4096,
-                             labels={f"{CONTAINER_LABEL}.instance": task.instance_id},
+                             labels={f"{CONTAINER_LABEL}.instance": task.instance_id}, auto_remove=True,
                              name=_container_name(task.instance_id), working_dir=REPO_ROOT, user="root"),
         )
     except docker.errors.ImageNotFound:
         fix = "build it with: cwm-agent sandbox build" if local else "pull or build it first"
         raise GradeError(f"the image {image} is missing; {fix}") from None
+    lifeline = None
     try:
+        lifeline = hold_lifeline(client.api, container.id)
         if archive is not None:
             container.put_archive("/", archive)
         container.start()
@@ -573,6 +574,15 @@ def _grade_in_container(task: Task, patch: str, script: str, result: GradeResult
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:  # auto_remove is at it (the container was killed): wait for it
+            if "in progress" not in str(exc):
+                raise
+            try:
+                client.api.wait(container.id, timeout=30, condition="removed")
+            except Exception:  # gone meanwhile
+                pass
+        if lifeline is not None:
+            lifeline.close()
 
 
 def _apply_patch(container, result: GradeResult) -> bool:

@@ -117,15 +117,18 @@ class ContainerRunner:
     cannot be killed from here, so `timeout -s KILL` inside ends a run that overstays."""
 
     def __init__(self, client: Any, image: str, scratch: Path, *, memory: str = "4g", ttl: int = 6 * 3600):
-        from cwm_agent.sandbox.docker import container_args
+        from cwm_agent.sandbox.docker import container_args, hold_lifeline, lifeline_spec
 
         self.client, self.image = client, image
         scratch = Path(scratch).resolve()
-        self.container = client.containers.run(
-            image, ["sleep", str(ttl)], detach=True,
-            **container_args(f"suites-{uuid.uuid4().hex[:8]}", ttl, memory=memory, pids=1024,
+        # The lifeline as main process: the container goes with this process, even after SIGKILL.
+        self.container = client.containers.create(
+            image, **lifeline_spec(ttl),
+            **container_args(f"suites-{uuid.uuid4().hex[:8]}", ttl, memory=memory, pids=1024, auto_remove=True,
                              volumes={str(scratch): {"bind": str(scratch), "mode": "rw"}}),
         )
+        self._lifeline = hold_lifeline(client.api, self.container.id)
+        self.container.start()
 
     def __str__(self) -> str:
         return f"python3 of {self.image} (in a container)"
@@ -149,3 +152,4 @@ class ContainerRunner:
             self.container.remove(force=True)
         except Exception:  # gone already; `cwm-agent cleanup` removes any leftover
             pass
+        self._lifeline.close()

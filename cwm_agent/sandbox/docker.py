@@ -14,11 +14,14 @@ Life of a container:
   the history scrub of cwm-interface.md section 7) as the session's first command.
 
 How it ends: `close()` removes it. If the agent dies, even by SIGKILL, the
-kernel closes our socket, Docker closes the keeper's stdin (stdin-once), the
-keeper exits and `auto_remove` deletes the container. A command still running
-then (an endless loop) cannot hold it: the keeper exits anyway after its
-time-to-live (`ttl_seconds`), and `cleanup_orphans` removes what is left by
-runs whose process is gone.
+kernel closes our socket and Docker closes the keeper's stdin (stdin-once). The
+keeper notices within about half a second, even while a command runs (an endless
+loop, `sleep infinity`, a process that ignores SIGTERM): it kills every process
+of the sandbox, empties the repository copy when it is our bind-mounted staging
+directory, and exits; `auto_remove` deletes the container. Its time-to-live
+(`ttl_seconds`) and `cleanup_orphans` (runs whose process is gone) are the
+last resorts. Graders and suite runners use the same stdin as a lifeline
+(`lifeline_spec`).
 """
 
 from __future__ import annotations
@@ -246,6 +249,26 @@ def container_args(run_id: str, ttl: int, *, memory: str | int | None = None, pi
     )
 
 
+# The main process of a container that only runs `docker exec`s (the grader's, the suite
+# runner's): it waits on its stdin, which the agent holds through an attach socket (stdin-once),
+# and exits at EOF (the agent is gone, even by SIGKILL: the kernel closes the socket) or after
+# its time-to-live. With it goes docker-init, so the kernel kills every process of the container
+# (execs too) and auto_remove deletes it. Builtins only.
+LIFELINE_SCRIPT = 'exec 2>/dev/null; read -r -N 1 -t "$1" __x; exit 0'
+
+
+def lifeline_spec(ttl: int) -> dict[str, Any]:
+    """`containers.create` arguments (with auto_remove=True in container_args) for a container whose
+    main process is the lifeline; `hold_lifeline` before `start`."""
+    return dict(entrypoint=["/bin/bash", "-c", LIFELINE_SCRIPT, "cwm-lifeline"], command=[str(int(ttl))],
+                stdin_open=True, tty=False)
+
+
+def hold_lifeline(api: Any, container_id: str) -> DockerStream:
+    """Attach to a created container's stdin (before its start); closing it ends the container."""
+    return DockerStream(api.attach_socket(container_id, params={"stdin": 1, "stream": 1}))
+
+
 def exec_with_deadline(api: Any, container_id: str, argv: list[str], *, timeout: float,
                        on_deadline: Callable[[], object] | None = None, **options: Any) -> tuple[bytes, int | None]:
     """Run `argv` in a container, stdout and stderr merged: (output, exit code), the code None
@@ -433,7 +456,7 @@ class DockerSandbox(SessionSandbox):
             binds={str(self._stage / "testbed"): {"bind": self.repo_root, "mode": "rw"}} if self._stage else None,
         )
         labels = args.pop("labels")
-        argv = keeper_argv(self.ttl_seconds, self.repo_root)
+        argv = keeper_argv(self.ttl_seconds, self.repo_root, empty_on_exit=self._stage is not None)
         return dict(
             image=self.image,
             entrypoint=argv[:3],

@@ -21,9 +21,13 @@ Two programs sit at the far end of the stream, both bash:
   the first line on stdin (never in argv or the environment, so `ps` and `env`
   cannot leak it):
   `<token> ready <gen>\\n` after each start, `<token> died <gen>\\n` when the
-  session's bash exits by itself (`exit`, `kill -9 $$`, OOM...). It exits when
-  its stdin reaches EOF (the agent is gone: the kernel closed its socket, even
-  after SIGKILL) or after its time-to-live, which ends the sandbox.
+  session's bash exits by itself (`exit`, `kill -9 $$`, OOM...), `<token> timeout
+  <gen>\\n` when it ended a command that outlived its time limit (each command
+  tells it the limit on fd 9; the agent then restarts the session, as after a
+  death). It ends every process, empties a bind-mounted repository copy and
+  exits when its stdin reaches EOF (the agent is gone: the kernel closed its
+  socket, even after SIGKILL), noticed between commands and, by polling, while
+  one runs; or after its time-to-live, which ends the sandbox.
 * The session is a plain `bash -s` (so `$$` is its own pid) reading commands
   from the same stdin. Each command travels as one unit that bash parses whole
   before running it:
@@ -71,8 +75,10 @@ from cwm_agent.sandbox.base import (
     Status,
 )
 
-# The keeper. $1: seconds to live; $2: the repo root. Names start with __k_ so
-# they cannot clash with anything; the session never sees them (it is exec'd).
+# The keeper. $1: seconds to live; $2: the repo root; $3 (optional): "empty" when the repo
+# root is a bind mount of the agent's staging copy, whose contents the keeper deletes when
+# the agent is gone. Names start with __k_ so they cannot clash with anything; the session
+# never sees them (it is exec'd).
 KEEPER_SCRIPT = r"""
 # `kill -9 -1` below must only ever reach the sandbox: refuse to run anywhere but
 # as its main process (pid 1, or the child of an init such as docker-init).
@@ -81,17 +87,23 @@ if (( $$ != 1 && PPID != 1 )); then echo "cwm-keeper: not a sandbox's main proce
 # and that must not land in the next command's output. Sessions get stdout as stderr.
 exec 2>/dev/null 8<>/dev/null
 IFS= read -r __k_tok || exit 0
-__k_deadline=$((SECONDS + $1)) __k_root=$2 __k_gen=0 __k_req=0 __k_sess=0 __k_timer=0
-# A restart request also kills the timer, so that `wait -n` returns even when the signal
-# came just before it (then the trap ran before `wait` started, and nothing interrupts it).
-trap '__k_req=1; (( __k_timer )) && kill -9 "$__k_timer"' USR1
-# A pipe nobody ever writes to: `read -t N` on it is a sleep that needs no binary.
+__k_deadline=$((SECONDS + $1)) __k_root=$2 __k_empty=$3 __k_gen=0 __k_req=0 __k_sess=0
+__k_due=0 __k_idle=0 __k_rchar= __k_ending=0
+# fd 7: a pipe that only we and the session write to, read with a timeout: our clock tick.
+# The session writes `T<microseconds>` when a command starts and `T0` when it ends (its
+# time limit, enforced here too); a USR1 trap writes a line so that the read returns at once
+# (bash's `read -t` is not interrupted by a trapped signal; the trap runs, the read goes on).
 exec 7<> <(:)
+trap '__k_req=1; printf "U\n" >&7' USR1
+__k_now() {  # microseconds, in __k_t (bash 5: EPOCHREALTIME; older: whole seconds)
+  if [[ $EPOCHREALTIME == *[.,]* ]]; then __k_t=${EPOCHREALTIME/[.,]/}; __k_t=$((10#$__k_t))
+  else __k_t=$((SECONDS * 1000000)); fi
+}
 __k_drain() {
   # Drop input sent to a session that had already died; at EOF the agent is gone.
   while read -t 0 -u 0; do
     IFS= read -r -d '' -N 65536 -t 0.05 -u 0 __k_junk
-    (( $? == 1 )) && exit 0
+    (( $? == 1 )) && __k_end
   done
   return 0
 }
@@ -99,11 +111,13 @@ __k_gone() {
   # SIGKILL takes effect on a process's way out of the kernel: one killed while it waits
   # for the pipe's lock inside write() still completes that write after kill returns (8 KiB
   # of `yes` then came after the next command's output). So wait until every process but
-  # pid 1 and us has exited and been reaped, killing again, however long that takes: the
-  # fresh session must find every pid of the old one free. (The agent gives up on a sandbox
-  # whose restart takes too long; our time-to-live still ends it.)
+  # pid 1 and us has exited and been reaped, killing again, until $1 (SECONDS): the fresh
+  # session must find every pid of the old one free. (The agent gives up on a sandbox whose
+  # restart takes too long; our time-to-live still ends it.) Input arriving meanwhile is
+  # for a session being killed: dropped, and at EOF we end.
   local __k_p __k_s
-  while (( SECONDS < __k_deadline )); do
+  while (( SECONDS < $1 )); do
+    (( __k_ending )) || __k_drain
     for __k_p in /proc/[0-9]*; do
       __k_p=${__k_p#/proc/}
       [[ $__k_p == *[!0-9]* ]] && continue
@@ -112,47 +126,108 @@ __k_gone() {
       __k_s=${__k_s##*) }
       if [[ $__k_s == [ZX]* ]]; then
         # A zombie writes nothing, but holds its pid (against the pids limit: the fresh
-        # session could not fork) until init reaps it. Ours we reap ourselves, later.
-        __k_s=${__k_s#* }; __k_s=${__k_s%% *}
-        (( __k_s == $$ )) && continue
+        # session could not fork) until init reaps it. Ours bash reaps (SIGCHLD).
         read -t 0.002 -u 7; continue 2
       fi
       kill -9 -1 2>/dev/null; read -t 0.002 -u 7; continue 2
     done
     return 0
   done
-  exit 0
+  return 1
 }
-__k_arm() {
-  # The job that bounds `wait -n` by our time-to-live. It lives as long as that, so the
-  # keeper forks only here and in __k_spawn, right after every pid was freed: bash exits
-  # when it cannot fork, and a fork bomb in the session leaves no pid free for long.
-  __k_left=$((__k_deadline - SECONDS))
-  ( exec 8<&-; read -t "$(( __k_left > 0 ? __k_left : 0 ))" -u 7 ) &
-  __k_timer=$!
+__k_end() {
+  # The agent is gone: end every process of the sandbox, empty the repository copy when it
+  # is the agent's (a bind mount of its staging directory: nobody else would delete it), exit.
+  # Every pid is free by then, so the one fork (rm) cannot fail for want of one.
+  __k_ending=1
+  kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null
+  __k_gone $((SECONDS + 5))
+  if [[ $__k_empty == empty && -n $__k_root && $__k_root != / ]]; then
+    local __k_m __k_f
+    while read -r __k_m __k_m __k_m __k_m __k_f __k_m; do
+      if [[ $__k_f == "$__k_root" ]]; then
+        shopt -s dotglob nullglob
+        __k_f=("$__k_root"/*)
+        (( ${#__k_f[@]} )) && rm -rf -- "${__k_f[@]}"
+        break
+      fi
+    done < /proc/self/mountinfo
+  fi
+  exit 0
 }
 __k_spawn() {
   kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null
-  __k_gone
+  __k_gone "$__k_deadline" || exit 0
   __k_drain
+  # Lines of the old session (every writer is gone now) and of our trap: stale.
+  while read -t 0 -u 7; do IFS= read -r -u 7 __k_junk; done
+  __k_due=0 __k_idle=0 __k_rchar=
   __k_gen=$((__k_gen + 1))
-  __k_arm
+  # The only fork but for __k_end's, and right after every pid was freed: bash exits when it
+  # cannot fork, and a fork bomb in the session leaves no pid free for long. The session gets
+  # fd 9, the write end of our clock pipe, for its commands' time limits.
   # (An explicit 0<&0: bash gives background jobs /dev/null as stdin otherwise.)
-  ( exec 7<&-; cd -- "$__k_root" 2>/dev/null; exec bash --noprofile --norc -s ) 0<&0 2>&1 &
+  ( exec 9>&7 7<&-; cd -- "$__k_root" 2>/dev/null; exec bash --noprofile --norc -s ) 0<&0 2>&1 &
   __k_sess=$!
   printf '%s ready %s\n' "$__k_tok" "$__k_gen"
+}
+__k_watch() {
+  # Has the agent gone while a command runs? Nothing is sent to stdin then (a command reads
+  # /dev/null; an interrupt is a signal), so stdin that stays readable while the session
+  # takes nothing from it (its bash reads commands byte by byte: rchar) is at EOF. Three ticks
+  # in a row, so that a command sent just as the previous one ended is not taken for EOF.
+  if read -t 0 -u 0; then
+    local __k_io=
+    IFS= read -r -d '' __k_io < "/proc/$__k_sess/io"
+    __k_io=${__k_io%%$'\n'*}
+    if [[ $__k_io == "$__k_rchar" ]]; then
+      (( ++__k_idle >= 3 )) && __k_end
+    else
+      __k_rchar=$__k_io __k_idle=1
+    fi
+  else
+    __k_idle=0 __k_rchar=
+  fi
 }
 __k_spawn
 while (( SECONDS < __k_deadline )); do
   if (( __k_req )); then __k_req=0; __k_spawn; continue; fi
-  # (Only when something else killed the timer: the session could have used up the pids.)
-  kill -0 "$__k_timer" 2>/dev/null || __k_arm
-  wait -n
+  # One tick: returns at once for a line from the session or the trap.
+  if IFS= read -r -t 0.2 -u 7 __k_line; then
+    while :; do
+      case $__k_line in
+        T0) __k_due=0 ;;
+        T[1-9]*) [[ ${__k_line:1} == *[!0-9]* || ${#__k_line} -gt 16 ]] ||
+                   { __k_now; __k_due=$((__k_t + ${__k_line:1} + 500000)); } ;;
+      esac
+      read -t 0 -u 7 || break
+      IFS= read -r -u 7 __k_line || break
+    done
+  fi
   if (( __k_req )); then __k_req=0; __k_spawn; continue; fi
-  if (( __k_sess )) && ! kill -0 "$__k_sess" 2>/dev/null; then
-    __k_sess=0
+  if (( __k_sess )); then
+    if ! kill -0 "$__k_sess" 2>/dev/null; then
+      __k_sess=0 __k_due=0
+      __k_drain
+      printf '%s died %s\n' "$__k_tok" "$__k_gen"
+      continue
+    fi
+    if (( __k_due )); then
+      __k_now
+      if (( __k_t > __k_due )); then
+        # The command outlived its time limit (and the agent did not restart the session: it
+        # is gone, or slow): end it and everything else now, and say so. The agent restarts
+        # the session (USR1) as after a death, so it is never restarted twice.
+        kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null
+        __k_sess=0 __k_due=0
+        __k_gone "$__k_deadline" || exit 0
+        printf '%s timeout %s\n' "$__k_tok" "$__k_gen"
+        continue
+      fi
+    fi
+    __k_watch
+  else
     __k_drain
-    printf '%s died %s\n' "$__k_tok" "$__k_gen"
   fi
 done
 exit 0
@@ -170,9 +245,12 @@ _MARKER_WINDOW = 256  # longer than any marker: how far back a new chunk can com
 
 
 def keeper_argv(ttl_seconds: int = DEFAULT_TTL, repo_root: str = DEFAULT_REPO_ROOT,
-                bash: str = "/bin/bash") -> list[str]:
-    """The command line that starts the keeper as the sandbox's main process."""
-    return [bash, "-c", KEEPER_SCRIPT, KEEPER_NAME, str(int(ttl_seconds)), repo_root]
+                bash: str = "/bin/bash", *, empty_on_exit: bool = False) -> list[str]:
+    """The command line that starts the keeper as the sandbox's main process. `empty_on_exit`:
+    the repo root is a bind mount of the agent's own copy, which the keeper empties when the
+    agent is gone (only if the repo root is a mount point)."""
+    argv = [bash, "-c", KEEPER_SCRIPT, KEEPER_NAME, str(int(ttl_seconds)), repo_root]
+    return argv + ["empty"] if empty_on_exit else argv
 
 
 def quote(text: str) -> str:
@@ -240,7 +318,7 @@ class Session:
         self._token = secrets.token_hex(12)
         self._seq = 0
         self._buf = bytearray()  # output already read but not yet part of a result
-        self._marker = re.compile(self._keeper_token + rb" (ready|died) (\d+)\n")
+        self._marker = re.compile(self._keeper_token + rb" (ready|died|timeout) (\d+)\n")
         self.restart_seconds = 0.0  # how long the last restart took, from the interrupt to a fresh
         # session answering its prelude (the command that caused it counts this in its own time)
 
@@ -289,10 +367,15 @@ class Session:
 
     # --- the protocol -------------------------------------------------------------------
 
-    def _unit(self, command: str, sentinel: str) -> bytes:
+    def _unit(self, command: str, sentinel: str, timeout: float) -> bytes:
+        # `T<µs>` / `T0` on fd 9 (the keeper's clock pipe; errors to fd 8, /dev/null): the
+        # keeper enforces the time limit too, whether or not we are still there.
+        micros = max(1, int(timeout * 1e6))
         text = (
-            f"\n{{ builtin eval {quote(command)}; }} 0<&8 8<&- 2>&1; "
-            f"builtin printf '%s __EXIT_CODE__=%s\\n' '{sentinel}' \"$?\"\n"
+            f"\nbuiltin printf 'T%s\\n' {micros} 2>&8 >&9; "
+            f"{{ builtin eval {quote(command)}; }} 0<&8 8<&- 9>&- 2>&1; "
+            f"builtin printf '%s __EXIT_CODE__=%s\\n' '{sentinel}' \"$?\"; "
+            f"builtin printf 'T0\\n' 2>&8 >&9\n"
         )
         try:  # bytes that arrived undecodable (surrogateescape) go back as they were
             return text.encode("utf-8", errors="surrogateescape")
@@ -306,7 +389,7 @@ class Session:
         done = re.compile(sentinel.encode() + rb" __EXIT_CODE__=(\d+)\n")
         deadline = time.monotonic() + timeout
         try:
-            self.transport.send(self._unit(command, sentinel), timeout)
+            self.transport.send(self._unit(command, sentinel, timeout), timeout)
         except TimeoutError:
             return "timeout", b"", None
         except OSError as exc:
@@ -318,8 +401,10 @@ class Session:
             end = done.search(buf, start)
             keeper = self._marker.search(buf, start)
             if keeper and (end is None or keeper.start() < end.start()):
+                # `timeout`: the keeper ended the command at its time limit before we did (we
+                # were slow); it waits for our interrupt to start a fresh session, as after a death.
                 self._buf = bytearray()
-                return "died", b"", None
+                return ("timeout" if keeper.group(1) == b"timeout" else "died"), b"", None
             if end:
                 output = bytes(buf[: end.start()])
                 self._buf = bytearray(buf[end.end():])
