@@ -271,10 +271,11 @@ def test_kill_9_then_resume(tmp_path, repo, containers, docker_client):
         term.kill9()
         term.wait_exit()
         old_prompt = prompts(server)[-1]
-    # (A container of a killed agent ends when its command does: issue 19. Not this test's subject.)
-    for container in our_containers(docker_client):
-        if container.id not in before:
-            container.remove(force=True)
+    # The killed chat's container goes by itself, its `sleep 1000` notwithstanding (the keeper: issue 19).
+    deadline = time.monotonic() + 10
+    while [c for c in our_containers(docker_client) if c.id not in before] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in our_containers(docker_client) if c.id not in before]
     second = [think("Check.", "bash", "pwd; echo \"[$SECRET_VAR]\"; cat app.py new.txt"),
               think("Patch.", "bash", "git add -A && git diff --cached > /tmp/p.diff"),
               think("Submit.", "submit", "/tmp/p.diff"), SUMMARY]

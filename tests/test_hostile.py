@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from cwm_agent.paths import PROJECT_ROOT
@@ -280,4 +281,7 @@ def test_agent_killed_with_sigkill(docker_client, sandbox_image, mode, ttl):
         if agent.poll() is None:
             agent.kill()
         for container in docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL}={run_id}"}):
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:  # going already (auto_remove)
+                pass
